@@ -1,0 +1,22 @@
+"""One error base class for domain failures, so callers can catch ours and nothing else."""
+
+
+class AdaclipError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(AdaclipError, ValueError):
+    """A config file or override is missing, unknown or ill-typed; the message names the field."""
+
+
+class VideoDecodeError(AdaclipError):
+    """A file is missing, empty, truncated, corrupt or not a video; the message names the file and why."""
+
+    def __init__(self, path: object, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot decode video {self.path}: {reason}")
+
+
+class DataError(AdaclipError):
+    """An annotation file is malformed or refers to something that is not there."""
