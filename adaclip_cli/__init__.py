@@ -1,0 +1,1 @@
+"""The `adaclip` console script: the top layer, which may import every other layer."""
