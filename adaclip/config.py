@@ -5,6 +5,7 @@ Unknown keys are errors (``extra="forbid"``) so a typo names its field instead o
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -183,10 +184,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         tree = yaml.safe_load(path.read_text()) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path} must hold a mapping, got {type(tree).__name__}")
+    return config_from_tree(tree, overrides, source=f"config {path or '(defaults)'}")
+
+
+def config_from_tree(tree: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
+    """Validate a config mapping (e.g. one stored in a checkpoint) after applying overrides."""
+    tree = copy.deepcopy(tree)
     for key, value in parse_overrides(overrides):
         _set_dotted(tree, key, value)
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
         fields = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise ConfigError(f"invalid config {path or '(defaults)'}: {fields}") from e
+        raise ConfigError(f"invalid {source}: {fields}") from e
