@@ -20,3 +20,8 @@ class VideoDecodeError(AdaclipError):
 
 class DataError(AdaclipError):
     """An annotation file is malformed or refers to something that is not there."""
+
+
+class IndexUnavailableError(AdaclipError):
+    """The vector index cannot be reached or opened right now (server down, timeout, shard locked);
+    retrying later may succeed, so the HTTP layer answers 503 with Retry-After."""

@@ -1,0 +1,346 @@
+"""The index interface: records, hits, ids, the backend contract and the `VideoIndex` facade.
+
+One facade over interchangeable storage backends (embedded Qdrant Edge, or a Qdrant server via
+qdrant-client), in the style of qdrant-client's `QdrantClient`. The facade owns validation and all
+scoring logic (ANN, query-scoring re-rank, exact), so both backends answer identically; a backend
+only stores, fetches and runs the cosine ANN search on the `video` vector.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from adaclip.index.rescoring import best_frame, query_scoring_scores, top_k
+
+# Schema (DESIGN.md): one collection per model version, two named vectors, these payload fields.
+VIDEO_VECTOR = "video"  # dense, cosine, HNSW
+FRAMES_VECTOR = "frames"  # multivector (MAX_SIM), no HNSW, stored raw (dot) for exact re-scoring
+KEY_SOURCE = "source"
+KEY_TITLE = "title"
+KEY_DURATION = "duration"
+KEY_TIMESTAMPS = "frame_timestamps"  # seconds, one per stored frame vector
+KEY_MODEL_VERSION = "model_version"
+KEYWORD_FIELDS = (KEY_SOURCE, KEY_TITLE, KEY_MODEL_VERSION)  # payload indexes (exact-match filters)
+
+# Fixed namespace so the same (content hash, model version) always gives the same point id.
+VIDEO_ID_NAMESPACE = uuid.UUID("5f0b6f5e-8c1a-5d7e-9a57-adac11b0a001")
+
+Mode = Literal["fast", "rerank", "exact"]
+MODES = ("fast", "rerank", "exact")
+FilterValue = str | int | bool
+SCAN_PAGE = 256  # points per page when `exact` scrolls the whole collection
+
+
+def video_id(content_hash: str, model_version: str) -> str:
+    """Point id of a video: UUID5 of (content hash, model version), so re-ingesting is idempotent."""
+    if not content_hash or not model_version:
+        raise ValueError(
+            f"video_id needs a non-empty content hash and model version, got {content_hash!r}, {model_version!r}"
+        )
+    return str(uuid.uuid5(VIDEO_ID_NAMESPACE, f"{content_hash}:{model_version}"))
+
+
+def collection_name(prefix: str, model_version: str) -> str:
+    """`{prefix}_{model_version}` with every character outside [A-Za-z0-9_-] replaced by `_`."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", f"{prefix}_{model_version}")
+    if not name.strip("_"):
+        raise ValueError(
+            f"collection name from prefix {prefix!r} and model version {model_version!r} is empty"
+        )
+    return name
+
+
+def canonical_id(point_id: str) -> str | None:
+    """Canonical UUID string for `point_id`, or None when it is not a UUID (such an id cannot exist)."""
+    try:
+        return str(uuid.UUID(str(point_id)))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+@dataclass
+class IndexedVideo:
+    """One video as stored: its id, video vector (D,), K frame vectors (K, D) and payload."""
+
+    id: str
+    video: np.ndarray  # (D,)
+    frames: np.ndarray  # (K, D)
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchHit:
+    """One search result; `moment` is the timestamp (s) of the frame that best matches the query."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+    moment: float | None = None
+    frame_index: int | None = None
+
+
+@dataclass
+class StoredPoint:
+    """What a backend returns: any field not asked for is None; `score` is the ANN cosine if any."""
+
+    id: str
+    payload: dict[str, Any] | None = None
+    video: np.ndarray | None = None  # (D,)
+    frames: np.ndarray | None = None  # (K, D)
+    score: float | None = None
+
+
+def stored_point(record: Any) -> StoredPoint:
+    """A qdrant-client or Qdrant Edge record / scored point as a StoredPoint (ids as strings)."""
+    vectors = record.vector or {}
+    video = vectors.get(VIDEO_VECTOR)
+    frames = vectors.get(FRAMES_VECTOR)
+    return StoredPoint(
+        id=str(record.id),
+        payload=dict(record.payload) if record.payload is not None else None,
+        video=np.asarray(video, dtype=np.float32) if video is not None else None,
+        frames=np.asarray(frames, dtype=np.float32) if frames is not None else None,
+        score=getattr(record, "score", None),
+    )
+
+
+class IndexBackend(ABC):
+    """Storage contract of one collection. Filters are exact matches {payload key: value}."""
+
+    name: str
+    collection: str
+
+    @abstractmethod
+    def upsert(self, items: Sequence[IndexedVideo]) -> None:
+        """Insert or replace points; durable when it returns."""
+
+    @abstractmethod
+    def retrieve(self, ids: Sequence[str], with_payload: bool, with_vectors: bool) -> list[StoredPoint]:
+        """The stored points among `ids` (missing ids are left out)."""
+
+    @abstractmethod
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete points; durable when it returns."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Exact number of points."""
+
+    @abstractmethod
+    def nearest(
+        self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None
+    ) -> list[StoredPoint]:
+        """Top `limit` by cosine on `video`, best first, with payload and frames."""
+
+    @abstractmethod
+    def scan(self, filters: dict[str, FilterValue] | None, page_size: int) -> Iterator[list[StoredPoint]]:
+        """Every point matching `filters`, in pages, with payload and frames."""
+
+    def optimize(self) -> None:  # noqa: B027 - optional hook, a no-op where the engine optimises itself
+        """Build indexes for recently written points so that searches are fast again."""
+
+    def info(self) -> dict[str, Any]:
+        """Backend-specific facts for `stats()`."""
+        return {}
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the storage (files, locks, connections)."""
+
+
+class VideoIndex:
+    """Video search over one collection (one model version), whatever the backend.
+
+    Modes: `fast` (ANN on the video vector), `rerank` (ANN prefetch of `candidates`, re-scored
+    exactly with query scoring over their stored frames; the default) and `exact` (query scoring
+    over every video: the accuracy reference).
+    """
+
+    def __init__(self, backend: IndexBackend, dim: int, model_version: str, rerank_candidates: int = 100):
+        self.backend = backend
+        self.dim = dim
+        self.model_version = model_version
+        self.rerank_candidates = rerank_candidates
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def upsert(self, items: Sequence[IndexedVideo]) -> None:
+        """Insert or replace videos (same id = same point); durable when it returns."""
+        checked: dict[str, IndexedVideo] = {}
+        for item in items:
+            video = self._check_item(item)
+            checked[video.id] = video  # a repeated id in one batch: the last one wins
+        if checked:
+            self.backend.upsert(list(checked.values()))
+
+    def delete(self, point_id: str) -> bool:
+        """Delete one video; False when it was not there."""
+        pid = canonical_id(point_id)
+        if pid is None or not self.backend.retrieve([pid], with_payload=False, with_vectors=False):
+            return False
+        self.backend.delete([pid])
+        return True
+
+    def optimize(self) -> None:
+        """Index recently written points (call after a bulk load); a no-op on a Qdrant server."""
+        self.backend.optimize()
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get(self, point_id: str) -> IndexedVideo | None:
+        """The stored video with its vectors (the video vector comes back unit-normalised), or None."""
+        pid = canonical_id(point_id)
+        found = self.backend.retrieve([pid], with_payload=True, with_vectors=True) if pid else []
+        if not found:
+            return None
+        p = found[0]
+        return IndexedVideo(id=p.id, video=p.video, frames=p.frames, payload=p.payload or {})
+
+    def exists(self, ids: Sequence[str]) -> set[str]:
+        """The subset of `ids` already stored (canonical UUID strings), for resumable ingestion."""
+        wanted = {c for c in (canonical_id(i) for i in ids) if c is not None}
+        if not wanted:
+            return set()
+        return {p.id for p in self.backend.retrieve(sorted(wanted), with_payload=False, with_vectors=False)}
+
+    def count(self) -> int:
+        """Number of stored videos."""
+        return self.backend.count()
+
+    def stats(self) -> dict[str, Any]:
+        """count, backend, collection, dim, model version and backend facts."""
+        return {
+            "count": self.count(),
+            "backend": self.backend.name,
+            "collection": self.backend.collection,
+            "dim": self.dim,
+            "model_version": self.model_version,
+            **self.backend.info(),
+        }
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        mode: Mode = "rerank",
+        filters: dict[str, FilterValue] | None = None,
+        candidates: int | None = None,
+        temperature: float = 0.1,
+    ) -> list[SearchHit]:
+        """Top `k` videos for a text embedding `query` (D,), best first (see the class docstring)."""
+        q = self._check_query(query)
+        self._check_search_args(k, mode, filters, candidates, temperature)
+        k = int(k)
+        if mode == "fast":
+            return [self._fast_hit(p, q) for p in self.backend.nearest(q, k, filters)]
+        if mode == "rerank":
+            limit = max(k, int(candidates) if candidates is not None else self.rerank_candidates)
+            return self._rescore(q, self.backend.nearest(q, limit, filters), k, temperature)
+        best: list[SearchHit] = []
+        for page in self.backend.scan(filters, SCAN_PAGE):
+            best = top_k(best + self._rescore(q, page, k, temperature), k)
+        return best
+
+    def close(self) -> None:
+        """Release the backend (files, locks, connections)."""
+        self.backend.close()
+
+    def __enter__(self) -> VideoIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _fast_hit(self, p: StoredPoint, q: np.ndarray) -> SearchHit:
+        payload = p.payload or {}
+        idx, moment = best_frame(q, p.frames, payload.get(KEY_TIMESTAMPS))
+        return SearchHit(id=p.id, score=float(p.score), payload=payload, moment=moment, frame_index=idx)
+
+    def _rescore(
+        self, q: np.ndarray, points: list[StoredPoint], k: int, temperature: float
+    ) -> list[SearchHit]:
+        """Exact query-scoring scores of `points`, best `k` first."""
+        scores = query_scoring_scores(q, [p.frames for p in points], temperature)
+        hits = []
+        for p, score in zip(points, scores, strict=True):
+            payload = p.payload or {}
+            idx, moment = best_frame(q, p.frames, payload.get(KEY_TIMESTAMPS))
+            hits.append(SearchHit(id=p.id, score=score, payload=payload, moment=moment, frame_index=idx))
+        return top_k(hits, k)
+
+    def _check_vector(self, name: str, x: Any, ndim: int) -> np.ndarray:
+        arr = np.asarray(x, dtype=np.float32)
+        expected = "(D,)" if ndim == 1 else "(K, D) with K >= 1"
+        if arr.ndim != ndim or arr.shape[-1] != self.dim or arr.size == 0:
+            raise ValueError(f"{name} must have shape {expected} with D={self.dim}, got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if (np.linalg.norm(arr, axis=-1) == 0).any():
+            raise ValueError(f"{name} contains a zero vector, whose cosine similarity is undefined")
+        return arr
+
+    def _check_query(self, query: Any) -> np.ndarray:
+        return self._check_vector("query", query, 1)
+
+    def _check_item(self, item: IndexedVideo) -> IndexedVideo:
+        pid = canonical_id(item.id)
+        if pid is None:
+            raise ValueError(f"video id must be a UUID (see adaclip.index.video_id), got {item.id!r}")
+        video = self._check_vector(f"video vector of {pid}", item.video, 1)
+        frames = self._check_vector(f"frame vectors of {pid}", item.frames, 2)
+        payload = dict(item.payload or {})
+        version = payload.setdefault(KEY_MODEL_VERSION, self.model_version)
+        if version != self.model_version:
+            raise ValueError(
+                f"payload model_version {version!r} of {pid} does not match this index's {self.model_version!r}"
+            )
+        timestamps = payload.get(KEY_TIMESTAMPS)
+        if timestamps is not None:
+            if not isinstance(timestamps, (list, tuple, np.ndarray)) or len(timestamps) != len(frames):
+                raise ValueError(
+                    f"{KEY_TIMESTAMPS} of {pid} must be a list with one time per frame vector "
+                    f"({len(frames)}), got {timestamps!r}"
+                )
+            payload[KEY_TIMESTAMPS] = [float(t) for t in timestamps]
+        try:
+            json.dumps(payload)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"payload of {pid} must be JSON-serialisable (plain str/int/float/list/dict): {e}"
+            ) from e
+        return IndexedVideo(id=pid, video=video, frames=frames, payload=payload)
+
+    @staticmethod
+    def _check_search_args(
+        k: int,
+        mode: str,
+        filters: dict[str, FilterValue] | None,
+        candidates: int | None,
+        temperature: float,
+    ) -> None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if candidates is not None and (
+            isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or candidates < 1
+        ):
+            raise ValueError(f"candidates must be an int >= 1 or None, got {candidates!r}")
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        for key, value in (filters or {}).items():
+            if not isinstance(key, str) or not isinstance(value, (str, int, bool)):
+                raise ValueError(
+                    f"filters map a payload key to a str/int/bool to match exactly, got {key!r}: {value!r}"
+                )

@@ -1,0 +1,158 @@
+"""Embedded backend: Qdrant Edge, the Qdrant engine in-process on a directory (WAL, HNSW, no server).
+
+A shard is owned by one process (its WAL is locked); in Serve exactly one index deployment opens
+it. Edge runs no background optimiser, so this backend optimises after every `optimize_every`
+written points and whenever `optimize()` is called (bulk ingestion does it at the end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from adaclip.errors import ConfigError, IndexUnavailableError
+from adaclip.index.base import (
+    FRAMES_VECTOR,
+    KEYWORD_FIELDS,
+    VIDEO_VECTOR,
+    FilterValue,
+    IndexBackend,
+    IndexedVideo,
+    StoredPoint,
+    stored_point,
+)
+
+UPSERT_BATCH = 256
+OPTIMIZE_EVERY = 5000
+
+
+def shard_config(dim: int) -> qe.EdgeConfig:
+    """`video`: cosine with HNSW; `frames`: raw multivector (dot, MAX_SIM) with HNSW off (m=0):
+    it is only read back for exact re-scoring, and a graph over it makes optimising ~20x slower."""
+    frames = qe.EdgeVectorParams(
+        size=dim,
+        distance=qe.Distance.Dot,
+        multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+        hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
+    )
+    video = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+    return qe.EdgeConfig(vectors={VIDEO_VECTOR: video, FRAMES_VECTOR: frames})
+
+
+def _filter(filters: dict[str, FilterValue] | None) -> qe.Filter | None:
+    if not filters:
+        return None
+    return qe.Filter(must=[qe.FieldCondition(key, match=qe.MatchValue(v)) for key, v in filters.items()])
+
+
+class EdgeBackend(IndexBackend):
+    """One Edge shard at `root / collection`, created on first use and reloaded afterwards."""
+
+    name = "edge"
+
+    def __init__(self, root: Path, collection: str, dim: int, optimize_every: int = OPTIMIZE_EVERY):
+        self.collection = collection
+        self.path = Path(root) / collection
+        self.optimize_every = optimize_every
+        self._unoptimized = 0
+        self._shard: qe.EdgeShard | None = None
+        config = shard_config(dim)
+        try:
+            if self.path.is_dir() and any(self.path.iterdir()):
+                self._shard = qe.EdgeShard.load(str(self.path), config)
+            else:
+                self._shard = qe.EdgeShard.create(str(self.path), config)
+                for key in KEYWORD_FIELDS:
+                    self._shard.update(
+                        qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
+                    )
+                self._shard.flush()
+        except Exception as e:
+            if "incompatible" in str(e).lower():
+                raise ConfigError(
+                    f"the index at {self.path} was built with other vector settings than dim={dim}: {e}; "
+                    "use another index.path or collection_prefix, or re-ingest"
+                ) from e
+            raise IndexUnavailableError(
+                f"cannot open the Qdrant Edge shard at {self.path}: {e} "
+                "(a shard is owned by one process: is another one using it?)"
+            ) from e
+
+    @property
+    def shard(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise IndexUnavailableError(f"the Qdrant Edge shard at {self.path} is closed")
+        return self._shard
+
+    def upsert(self, items: Sequence[IndexedVideo]) -> None:
+        for start in range(0, len(items), UPSERT_BATCH):
+            points = [
+                qe.Point(
+                    it.id,
+                    {VIDEO_VECTOR: it.video.tolist(), FRAMES_VECTOR: it.frames.tolist()},
+                    it.payload,
+                )
+                for it in items[start : start + UPSERT_BATCH]
+            ]
+            self.shard.update(qe.UpdateOperation.upsert_points(points))
+        self.shard.flush()
+        self._unoptimized += len(items)
+        if self._unoptimized >= self.optimize_every:
+            self.optimize()
+
+    def retrieve(self, ids: Sequence[str], with_payload: bool, with_vectors: bool) -> list[StoredPoint]:
+        records = self.shard.retrieve(list(ids), with_payload=with_payload, with_vector=with_vectors)
+        return [stored_point(r) for r in records]
+
+    def delete(self, ids: Sequence[str]) -> None:
+        self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
+        self.shard.flush()
+
+    def count(self) -> int:
+        return self.shard.count(qe.CountRequest(exact=True))
+
+    def nearest(
+        self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None
+    ) -> list[StoredPoint]:
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(query.tolist(), using=VIDEO_VECTOR),
+            filter=_filter(filters),
+            with_payload=True,
+            with_vector=[FRAMES_VECTOR],
+        )
+        return [stored_point(p) for p in self.shard.query(request)]
+
+    def scan(self, filters: dict[str, FilterValue] | None, page_size: int) -> Iterator[list[StoredPoint]]:
+        offset = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset,
+                limit=page_size,
+                filter=_filter(filters),
+                with_payload=True,
+                with_vector=[FRAMES_VECTOR],
+            )
+            records, offset = self.shard.scroll(request)
+            if records:
+                yield [stored_point(r) for r in records]
+            if offset is None:
+                return
+
+    def optimize(self) -> None:
+        self.shard.optimize()
+        self._unoptimized = 0
+
+    def info(self) -> dict[str, Any]:
+        info = self.shard.info()
+        return {"path": str(self.path), "segments": info.segments_count}
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None

@@ -1,0 +1,53 @@
+"""Exact re-scoring of stored videos for one query: query scoring, best moment, top-k.
+
+Videos keep different numbers of frame vectors, so query scoring runs once per group of equal
+frame count: padding would leak into the softmax over frames and change the scores.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from adaclip.ops import query_scoring_similarity
+
+if TYPE_CHECKING:
+    from adaclip.index.base import SearchHit
+
+
+def query_scoring_scores(query: np.ndarray, frames: Sequence[np.ndarray], temperature: float) -> list[float]:
+    """Clip-Hitchhiker query-scoring cosine (SPEC section 4, embedding variant) of each video.
+
+    query (D,); frames[i] (K_i, D) raw frame vectors -> one float per video, in input order.
+    """
+    scores = [0.0] * len(frames)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, f in enumerate(frames):
+        groups[len(f)].append(i)
+    text = torch.from_numpy(np.asarray(query, dtype=np.float32)[None])  # (1, D)
+    for members in groups.values():
+        stacked = torch.from_numpy(np.stack([frames[i] for i in members]).astype(np.float32))  # (V, K, D)
+        sims = query_scoring_similarity(text, stacked, temperature=temperature, variant="embedding")  # (1, V)
+        for i, s in zip(members, sims[0].tolist(), strict=True):
+            scores[i] = float(s)
+    return scores
+
+
+def best_frame(query: np.ndarray, frames: np.ndarray, timestamps: Any) -> tuple[int, float | None]:
+    """Index of the frame with the highest cosine to the query (= the highest query-scoring weight,
+    the softmax being monotonic) and its timestamp in seconds (None without timestamps)."""
+    f = np.asarray(frames, dtype=np.float64)  # (K, D)
+    cos = (f @ np.asarray(query, dtype=np.float64)) / np.maximum(np.linalg.norm(f, axis=1), 1e-12)  # (K,)
+    idx = int(np.argmax(cos))
+    if isinstance(timestamps, (list, tuple)) and len(timestamps) == len(f):
+        return idx, float(timestamps[idx])
+    return idx, None
+
+
+def top_k(hits: list[SearchHit], k: int) -> list[SearchHit]:
+    """The `k` best hits, highest score first; ties broken by id so every backend agrees."""
+    return sorted(hits, key=lambda h: (-h.score, h.id))[:k]

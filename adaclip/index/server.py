@@ -1,0 +1,173 @@
+"""Server backend: qdrant-client against a Qdrant server or cluster (`url`, `api_key`).
+
+`url=":memory:"` selects qdrant-client's pure-Python local mode, for tests only. Every failure to
+reach the server (refused, timeout, 5xx, bad credentials) surfaces as `IndexUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from adaclip.errors import ConfigError, IndexUnavailableError
+from adaclip.index.base import (
+    FRAMES_VECTOR,
+    KEYWORD_FIELDS,
+    VIDEO_VECTOR,
+    FilterValue,
+    IndexBackend,
+    IndexedVideo,
+    StoredPoint,
+    stored_point,
+)
+
+UPSERT_BATCH = 64  # one request carries K frame vectors per point: keep requests small
+MEMORY = ":memory:"
+
+
+def vectors_config(dim: int) -> dict[str, models.VectorParams]:
+    """Same schema as the Edge backend: `video` cosine + HNSW, `frames` raw multivector, m=0."""
+    return {
+        VIDEO_VECTOR: models.VectorParams(size=dim, distance=models.Distance.COSINE),
+        FRAMES_VECTOR: models.VectorParams(
+            size=dim,
+            distance=models.Distance.DOT,
+            multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+            hnsw_config=models.HnswConfigDiff(m=0),
+        ),
+    }
+
+
+def _filter(filters: dict[str, FilterValue] | None) -> models.Filter | None:
+    if not filters:
+        return None
+    return models.Filter(
+        must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in filters.items()]
+    )
+
+
+class ServerBackend(IndexBackend):
+    """One collection on a Qdrant server, created (with keyword payload indexes) if missing."""
+
+    name = "server"
+
+    def __init__(self, url: str, api_key: str | None, collection: str, dim: int, timeout_s: float = 10.0):
+        self.collection = collection
+        self.url = url
+        if url == MEMORY:
+            self.client = QdrantClient(location=MEMORY)
+        else:
+            self.client = QdrantClient(
+                url=url, api_key=api_key, timeout=max(1, math.ceil(timeout_s)), check_compatibility=False
+            )
+        self._ensure_collection(dim)
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Translate transport failures into IndexUnavailableError naming the server."""
+        try:
+            yield
+        except UnexpectedResponse as e:
+            if e.status_code is not None and (e.status_code >= 500 or e.status_code in (401, 403, 429)):
+                raise IndexUnavailableError(
+                    f"Qdrant at {self.url} answered {e.status_code} (check QDRANT_API_KEY on 401/403): {e}"
+                ) from e
+            raise
+        except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as e:
+            raise IndexUnavailableError(f"Qdrant at {self.url} is unreachable: {e}") from e
+
+    def _ensure_collection(self, dim: int) -> None:
+        with self._reachable():
+            if self.client.collection_exists(self.collection):
+                size = self.client.get_collection(self.collection).config.params.vectors[VIDEO_VECTOR].size
+                if size != dim:
+                    raise ConfigError(
+                        f"collection {self.collection!r} at {self.url} holds dim={size} vectors, the model gives "
+                        f"dim={dim}; use another collection_prefix or model version"
+                    )
+                return
+            try:
+                self.client.create_collection(self.collection, vectors_config=vectors_config(dim))
+            except UnexpectedResponse as e:
+                if e.status_code != 409:  # 409: another replica created it first
+                    raise
+            if self.url != MEMORY:  # local mode ignores payload indexes (and warns)
+                for key in KEYWORD_FIELDS:
+                    self.client.create_payload_index(
+                        self.collection, key, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+                    )
+
+    def upsert(self, items: Sequence[IndexedVideo]) -> None:
+        with self._reachable():
+            for start in range(0, len(items), UPSERT_BATCH):
+                points = [
+                    models.PointStruct(
+                        id=it.id,
+                        vector={VIDEO_VECTOR: it.video.tolist(), FRAMES_VECTOR: it.frames.tolist()},
+                        payload=it.payload,
+                    )
+                    for it in items[start : start + UPSERT_BATCH]
+                ]
+                self.client.upsert(self.collection, points=points, wait=True)
+
+    def retrieve(self, ids: Sequence[str], with_payload: bool, with_vectors: bool) -> list[StoredPoint]:
+        with self._reachable():
+            records = self.client.retrieve(
+                self.collection, ids=list(ids), with_payload=with_payload, with_vectors=with_vectors
+            )
+        return [stored_point(r) for r in records]
+
+    def delete(self, ids: Sequence[str]) -> None:
+        with self._reachable():
+            self.client.delete(
+                self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True
+            )
+
+    def count(self) -> int:
+        with self._reachable():
+            return self.client.count(self.collection, exact=True).count
+
+    def nearest(
+        self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None
+    ) -> list[StoredPoint]:
+        with self._reachable():
+            result = self.client.query_points(
+                self.collection,
+                query=query.tolist(),
+                using=VIDEO_VECTOR,
+                limit=limit,
+                query_filter=_filter(filters),
+                with_payload=True,
+                with_vectors=[FRAMES_VECTOR],
+            )
+        return [stored_point(p) for p in result.points]
+
+    def scan(self, filters: dict[str, FilterValue] | None, page_size: int) -> Iterator[list[StoredPoint]]:
+        offset = None
+        while True:
+            with self._reachable():
+                records, offset = self.client.scroll(
+                    self.collection,
+                    scroll_filter=_filter(filters),
+                    limit=page_size,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=[FRAMES_VECTOR],
+                )
+            if records:
+                yield [stored_point(r) for r in records]
+            if offset is None:
+                return
+
+    def info(self) -> dict[str, Any]:
+        return {"url": self.url}
+
+    def close(self) -> None:
+        self.client.close()

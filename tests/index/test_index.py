@@ -1,0 +1,314 @@
+"""Behaviour of the video index, run identically against both backends (Edge on a directory,
+qdrant-client local mode for the server backend), checked against brute force in float64 numpy."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from adaclip.config import IndexConfig
+from adaclip.errors import ConfigError, IndexUnavailableError
+from adaclip.index import IndexedVideo, VideoIndex, collection_name, open_index, video_id
+
+D = 32
+N = 300
+VERSION = "test-v1"
+SOURCES = ("youtube", "upload", "archive")
+BACKENDS = ("edge", "server")
+TOL = 1e-4
+
+
+# -- data and independent float64 references ---------------------------------------------------
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def make_videos(n: int = N, seed: int = 0) -> list[IndexedVideo]:
+    """Unit video vectors; 1..8 frames per video with raw (non-unit) norms, and timestamps."""
+    rng = np.random.default_rng(seed)
+    videos = []
+    for i in range(n):
+        k = int(rng.integers(1, 9))
+        frames = _unit(rng.normal(size=(k, D))) * rng.uniform(0.5, 2.0, size=(k, 1))
+        video = _unit(frames.mean(0) + 0.5 * rng.normal(size=D))
+        payload = {
+            "source": SOURCES[i % 3],
+            "title": f"clip {i}",
+            "duration": float(10 + i),
+            "frame_timestamps": sorted(rng.uniform(0, 10 + i, size=k).round(3).tolist()),
+            "tag": f"user-{i % 5}",
+        }
+        videos.append(
+            IndexedVideo(
+                video_id(f"hash{i}", VERSION), video.astype(np.float32), frames.astype(np.float32), payload
+            )
+        )
+    return videos
+
+
+def make_queries(videos: list[IndexedVideo], n: int = 5, seed: int = 1) -> list[np.ndarray]:
+    """Queries near a random stored frame, so that scores spread out as for real captions."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(videos), size=n, replace=False)
+    out = []
+    for i in picks:
+        f = videos[i].frames[rng.integers(len(videos[i].frames))].astype(np.float64)
+        out.append(_unit(_unit(f) + 0.8 * rng.normal(size=D) / np.sqrt(D)).astype(np.float32))
+    return out
+
+
+def ref_qscore(q: np.ndarray, frames: np.ndarray, temperature: float = 0.1) -> tuple[float, int]:
+    """Clip-Hitchhiker query scoring (embedding variant) and argmax weight, in float64."""
+    t = _unit(q.astype(np.float64))
+    x = frames.astype(np.float64)
+    s = _unit(x) @ t
+    w = np.exp((s - s.max()) / temperature)
+    w /= w.sum()
+    v = w @ x
+    return float(t @ v / np.linalg.norm(v)), int(np.argmax(w))
+
+
+def ref_cosine(q: np.ndarray, videos: list[IndexedVideo]) -> dict[str, float]:
+    """Cosine of the query with each video vector, in float64, by id."""
+    cos = _unit(np.stack([v.video for v in videos]).astype(np.float64)) @ _unit(q.astype(np.float64))
+    return {v.id: float(c) for v, c in zip(videos, cos, strict=True)}
+
+
+def ref_rank(scores: dict[str, float], k: int) -> list[str]:
+    return sorted(scores, key=lambda i: (-scores[i], i))[:k]
+
+
+def assert_hits(hits, expected_ids: list[str], scores: dict[str, float]) -> None:
+    assert [h.id for h in hits] == expected_ids
+    np.testing.assert_allclose([h.score for h in hits], [scores[i] for i in expected_ids], atol=TOL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def open_test_index(backend: str, path, model_version: str = VERSION, **kw) -> VideoIndex:
+    if backend == "edge":
+        cfg = IndexConfig(backend="edge", path=path, **kw)
+    else:
+        cfg = IndexConfig(backend="server", url=":memory:", **kw)
+    return open_index(cfg, dim=D, model_version=model_version)
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+VIDEOS = make_videos()
+BY_ID = {v.id: v for v in VIDEOS}
+QUERIES = make_queries(VIDEOS)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def loaded(request, tmp_path_factory):
+    """An index holding VIDEOS; tests using it must not write."""
+    index = open_test_index(request.param, tmp_path_factory.mktemp(request.param))
+    index.upsert(VIDEOS)
+    index.optimize()
+    yield index
+    index.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def empty(request, tmp_path):
+    index = open_test_index(request.param, tmp_path)
+    yield index
+    index.close()
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+def test_video_id_is_deterministic_uuid5_per_model_version():
+    a = video_id("abc", "v1")
+    assert a == video_id("abc", "v1") and uuid.UUID(a).version == 5
+    assert a != video_id("abc", "v2") and a != video_id("abd", "v1")
+    assert collection_name("videos", "ViT-B/32@v1") == "videos_ViT-B_32_v1"
+
+
+def test_upsert_get_exists_delete_count(empty):
+    videos = VIDEOS[:10]
+    empty.upsert(videos)
+    assert empty.count() == 10
+    got = empty.get(videos[3].id)
+    np.testing.assert_allclose(got.frames, videos[3].frames, atol=1e-6)  # raw norms kept
+    np.testing.assert_allclose(got.video, _unit(videos[3].video.astype(np.float64)), atol=1e-6)
+    assert got.payload["title"] == "clip 3" and got.payload["tag"] == "user-3"
+    assert got.payload["model_version"] == VERSION
+    missing = video_id("nothing", VERSION)
+    assert empty.get(missing) is None and empty.get("not-a-uuid") is None
+    assert empty.exists([videos[0].id, missing, videos[9].id.upper(), "junk"]) == {videos[0].id, videos[9].id}
+    assert empty.delete(videos[0].id) is True
+    assert empty.delete(videos[0].id) is False and empty.delete("junk") is False
+    assert empty.count() == 9 and empty.get(videos[0].id) is None
+    stats = empty.stats()
+    assert stats["count"] == 9 and stats["dim"] == D and stats["collection"] == f"videos_{VERSION}"
+    assert stats["backend"] in BACKENDS
+
+
+def test_upsert_same_id_twice_keeps_one_point(empty):
+    v = VIDEOS[0]
+    empty.upsert([v])
+    changed = IndexedVideo(v.id, VIDEOS[1].video, VIDEOS[1].frames, {**VIDEOS[1].payload, "title": "new"})
+    empty.upsert([changed, changed])
+    assert empty.count() == 1
+    got = empty.get(v.id)
+    assert got.payload["title"] == "new" and got.frames.shape == VIDEOS[1].frames.shape
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_fast_matches_bruteforce_cosine_and_moments(loaded, k):
+    for q in QUERIES:
+        scores = ref_cosine(q, VIDEOS)
+        hits = loaded.search(q, k=k, mode="fast")
+        assert_hits(hits, ref_rank(scores, k), scores)
+        for h in hits:
+            _, best = ref_qscore(q, BY_ID[h.id].frames)
+            assert h.frame_index == best
+            assert h.moment == pytest.approx(BY_ID[h.id].payload["frame_timestamps"][best])
+
+
+def test_exact_matches_bruteforce_query_scoring(loaded):
+    assert len({len(v.frames) for v in VIDEOS}) == 8  # variable frame counts, 1 to 8
+    for q in QUERIES:
+        ref = {v.id: ref_qscore(q, v.frames) for v in VIDEOS}
+        scores = {i: s for i, (s, _) in ref.items()}
+        hits = loaded.search(q, k=10, mode="exact")
+        assert_hits(hits, ref_rank(scores, 10), scores)
+        for h in hits:
+            assert h.frame_index == ref[h.id][1]
+            assert h.moment == pytest.approx(BY_ID[h.id].payload["frame_timestamps"][ref[h.id][1]])
+    # the query-scoring ranking differs from the plain cosine one: exact is not fast in disguise
+    fast = [[h.id for h in loaded.search(q, k=10, mode="fast")] for q in QUERIES]
+    exact = [[h.id for h in loaded.search(q, k=10, mode="exact")] for q in QUERIES]
+    assert fast != exact
+
+
+def test_rerank_with_full_prefetch_equals_exact(loaded):
+    for q in QUERIES:
+        exact = loaded.search(q, k=10, mode="exact")
+        rerank = loaded.search(q, k=10, mode="rerank", candidates=N)
+        assert [h.id for h in rerank] == [h.id for h in exact]
+        np.testing.assert_allclose([h.score for h in rerank], [h.score for h in exact], atol=1e-6)
+        assert [h.moment for h in rerank] == [h.moment for h in exact]
+
+
+def test_rerank_rescores_the_cosine_prefetch(loaded):
+    for q in QUERIES:
+        cos = ref_cosine(q, VIDEOS)
+        pool = ref_rank(cos, 20)
+        scores = {i: ref_qscore(q, BY_ID[i].frames)[0] for i in pool}
+        assert_hits(loaded.search(q, k=5, mode="rerank", candidates=20), ref_rank(scores, 5), scores)
+    # candidates default to the config's rerank_candidates (100 < N): same as candidates=100
+    q = QUERIES[0]
+    assert [h.id for h in loaded.search(q, k=5)] == [h.id for h in loaded.search(q, k=5, candidates=100)]
+
+
+@pytest.mark.parametrize("mode", ["fast", "rerank", "exact"])
+def test_filters_apply_in_every_mode(loaded, mode):
+    filters = {"source": "upload", "tag": "user-1"}
+    kept = [v for v in VIDEOS if v.payload["source"] == "upload" and v.payload["tag"] == "user-1"]
+    q = QUERIES[0]
+    scores = ref_cosine(q, kept) if mode == "fast" else {v.id: ref_qscore(q, v.frames)[0] for v in kept}
+    hits = loaded.search(q, k=5, mode=mode, filters=filters, candidates=len(kept))
+    assert_hits(hits, ref_rank(scores, 5), scores)
+    assert all(h.payload["source"] == "upload" for h in hits)
+    assert loaded.search(q, k=5, mode=mode, filters={"title": "clip 7"})[0].id == VIDEOS[7].id
+    assert loaded.search(q, k=5, mode=mode, filters={"source": "nowhere"}) == []
+
+
+def test_bad_inputs_raise_value_error(loaded):
+    q = QUERIES[0]
+    bad_searches = [
+        dict(query=np.ones(D + 1), k=1),
+        dict(query=np.ones((1, D)), k=1),
+        dict(query=np.zeros(D), k=1),
+        dict(query=np.full(D, np.nan), k=1),
+        dict(query=q, k=0),
+        dict(query=q, k=1, mode="slow"),
+        dict(query=q, k=1, candidates=0),
+        dict(query=q, k=1, temperature=0.0),
+        dict(query=q, k=1, filters={"source": ["a"]}),
+    ]
+    for kwargs in bad_searches:
+        with pytest.raises(ValueError):
+            loaded.search(**kwargs)
+    v = VIDEOS[0]
+    bad_items = [
+        IndexedVideo("not-a-uuid", v.video, v.frames, {}),
+        IndexedVideo(v.id, v.video[:-1], v.frames, {}),
+        IndexedVideo(v.id, v.video, v.frames[:, :-1], {}),
+        IndexedVideo(v.id, v.video, np.zeros((0, D)), {}),
+        IndexedVideo(v.id, v.video, v.frames, {"frame_timestamps": [0.0] * (len(v.frames) + 1)}),
+        IndexedVideo(v.id, v.video, v.frames, {"model_version": "other"}),
+        IndexedVideo(v.id, v.video, v.frames, {"when": object()}),
+    ]
+    for item in bad_items:
+        with pytest.raises(ValueError, match=r"shape|UUID|frame_timestamps|model_version|JSON"):
+            loaded.upsert([item])
+    assert loaded.count() == N  # nothing was written
+
+
+def test_edge_persists_across_reopen(tmp_path):
+    index = open_test_index("edge", tmp_path)
+    index.upsert(VIDEOS[:50])
+    index.delete(VIDEOS[0].id)
+    index.close()
+    reopened = open_test_index("edge", tmp_path)
+    try:
+        assert reopened.count() == 49 and reopened.get(VIDEOS[0].id) is None
+        got = reopened.get(VIDEOS[7].id)
+        np.testing.assert_allclose(got.frames, VIDEOS[7].frames, atol=1e-6)
+        assert got.payload == {**VIDEOS[7].payload, "model_version": VERSION}
+        with pytest.raises(IndexUnavailableError, match="owned by one process"):
+            open_test_index("edge", tmp_path)  # the shard is locked by `reopened`
+    finally:
+        reopened.close()
+    with pytest.raises(ConfigError, match="dim"):
+        open_index(IndexConfig(path=tmp_path), dim=D + 1, model_version=VERSION)
+    other = open_test_index("edge", tmp_path, model_version="test-v2")  # one collection per version
+    assert other.count() == 0
+    other.close()
+
+
+def test_backends_are_congruent(tmp_path):
+    videos = make_videos(120, seed=5)
+    edge, server = open_test_index("edge", tmp_path), open_test_index("server", None)
+    try:
+        for index in (edge, server):
+            index.upsert(videos)
+        assert edge.count() == server.count() == 120
+        for q in make_queries(videos, n=4, seed=6):
+            for mode in ("fast", "rerank", "exact"):
+                a, b = edge.search(q, k=8, mode=mode), server.search(q, k=8, mode=mode)
+                assert [h.id for h in a] == [h.id for h in b]
+                np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=TOL)
+                assert [h.moment for h in a] == [h.moment for h in b]
+    finally:
+        edge.close()
+        server.close()
+
+
+def test_unreachable_server_raises_index_unavailable_quickly(monkeypatch):
+    url = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(IndexUnavailableError, match="unreachable"):
+        open_index(IndexConfig(backend="server", url=url, timeout_s=1), dim=D, model_version=VERSION)
+    assert time.monotonic() - start < 5
+    monkeypatch.setenv("QDRANT_URL", url)  # url=None falls back to the environment
+    with pytest.raises(IndexUnavailableError, match=url.split("//")[1]):
+        open_index(IndexConfig(backend="server", timeout_s=1), dim=D, model_version=VERSION)
+    monkeypatch.delenv("QDRANT_URL")
+    with pytest.raises(ConfigError, match="QDRANT_URL"):
+        open_index(IndexConfig(backend="server"), dim=D, model_version=VERSION)
