@@ -1,0 +1,180 @@
+"""The single-video ingestion path shared by the Serve app and the bulk ingestion job.
+
+file -> ``content_hash`` (the video id's input, so re-ingesting the same bytes is idempotent) ->
+``decode_for_model`` (N cheap views) -> ``encode_decoded`` (the selector keeps K frames, only those
+go through CLIP, aggregation gives the video vector) -> ``to_indexed`` (one index point with its
+payload). Pure PyTorch: Ray Serve and Ray Data only decide where and in what batches this runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adaclip.checkpoint import read_checkpoint
+from adaclip.config import Config
+from adaclip.evaluation import embed_texts
+from adaclip.index import (
+    KEY_DURATION,
+    KEY_MODEL_VERSION,
+    KEY_SOURCE,
+    KEY_TIMESTAMPS,
+    KEY_TITLE,
+    IndexedVideo,
+    video_id,
+)
+from adaclip.models import AdaCLIP
+from adaclip.video.decode import DecodedVideo, decode_video
+
+HASH_CHUNK = 1 << 20  # bytes read per step when hashing a file
+KEY_CONTENT_HASH = "content_hash"
+KEY_METADATA = "metadata"
+
+
+@dataclass
+class EncodedVideo:
+    """One video as the model sees it at inference: what goes into the index."""
+
+    video: np.ndarray  # (D,) unit video vector (the ANN vector)
+    frames: np.ndarray  # (K, D) kept frame embeddings, in temporal order
+    frame_indices: np.ndarray  # (K,) frame numbers in the file of the kept frames
+    frame_timestamps: np.ndarray  # (K,) seconds of the kept frames
+    duration: float  # seconds
+    fps: float
+    num_video_frames: int
+
+
+def content_hash(path: str | Path, chunk: int = HASH_CHUNK) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (memory stays flat for any file size)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_config(cfg: Config, checkpoint: str | Path | None) -> Config:
+    """The config to serve with: the model and data sections of `checkpoint` (what its weights were
+    trained as) when given, everything else (index, ...) from `cfg`."""
+    if checkpoint is None:
+        return cfg
+    stored = Config.model_validate(read_checkpoint(checkpoint)["config"])
+    return cfg.model_copy(update={"model": stored.model, "data": stored.data})
+
+
+def load_encoder_model(
+    cfg: Config, checkpoint: str | Path | None = None, device: str | torch.device = "cpu", seed: int = 0
+) -> AdaCLIP:
+    """The model that embeds videos and texts, in eval mode.
+
+    With a checkpoint: its weights. Without one: `cfg.model` as configured (pretrained CLIP or a
+    random init); a random init is seeded with `seed`, so every process that builds it (the video
+    encoder, the text encoder, a bulk job) gets the same weights and their vectors agree.
+    """
+    if checkpoint is not None:
+        from adaclip.checkpoint import load_model
+
+        model, _ = load_model(checkpoint, device=device)
+        return model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AdaCLIP.from_config(cfg.model, device=device)
+    return model.eval()
+
+
+def decode_for_model(path: str | Path, cfg: Config) -> DecodedVideo:
+    """Decode the N frames the model reads (both views), deterministically (never `random` sampling).
+
+    Raises VideoDecodeError for a missing, empty, truncated, corrupt or non-video file.
+    """
+    sampling = cfg.data.eval_sampling if cfg.data.eval_sampling != "random" else "segment"
+    return decode_video(
+        path,
+        num_frames=cfg.model.num_frames,
+        sampling=sampling,
+        clip_size=cfg.data.clip_size,
+        selector_size=cfg.model.selector.input_size,
+        selector_grayscale=cfg.model.selector.grayscale,
+    )
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def encode_decoded(model: AdaCLIP, decoded: Sequence[DecodedVideo]) -> list[EncodedVideo]:
+    """Encode decoded videos in one batch (eval mode: CLIP runs on the K selected frames only).
+
+    All videos must share the decode settings (same N and frame sizes). For query-scoring models
+    (no aggregator) the ANN vector is the normalised mean of the unit kept-frame embeddings.
+    """
+    if not decoded:
+        return []
+    model.eval()
+    device = model.device
+    clip = torch.from_numpy(np.stack([d.clip_frames for d in decoded])).to(device)  # (B, N, S, S, 3)
+    views = torch.from_numpy(np.stack([d.selector_frames for d in decoded])).to(device)  # (B, N, s, s, C)
+    emb = model.encode_video(clip, views)
+    frames = emb.frames.float()  # (B, K, D)
+    video = emb.video.float() if emb.video is not None else _unit(_unit(frames).mean(dim=1))  # (B, D)
+    video = _unit(video).cpu().numpy()
+    frames_np = frames.cpu().numpy()
+    kept = emb.indices.cpu().numpy()  # (B, K) positions among the N sampled frames
+    out = []
+    for b, d in enumerate(decoded):
+        order = np.argsort(kept[b], kind="stable")  # temporal order; query scoring is order-free
+        pos = kept[b][order]
+        out.append(
+            EncodedVideo(
+                video=video[b],
+                frames=frames_np[b][order],
+                frame_indices=np.asarray(d.indices)[pos].astype(np.int64),
+                frame_timestamps=np.asarray(d.timestamps, dtype=np.float64)[pos],
+                duration=float(d.duration),
+                fps=float(d.fps),
+                num_video_frames=int(d.num_video_frames),
+            )
+        )
+    return out
+
+
+@torch.no_grad()
+def encode_queries(model: AdaCLIP, texts: Sequence[str]) -> np.ndarray:
+    """Unit text embeddings (T, D) float32 for search queries."""
+    model.eval()
+    return _unit(embed_texts(model, list(texts)).float()).numpy()
+
+
+def to_indexed(
+    encoded: EncodedVideo,
+    content_sha256: str,
+    model_version: str,
+    source: str,
+    title: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> IndexedVideo:
+    """The index point of an encoded video: id from (content hash, model version) and its payload
+    (source, title, duration, frame timestamps, model version, content hash, user metadata)."""
+    payload: dict[str, Any] = {
+        KEY_SOURCE: source,
+        KEY_TITLE: title if title is not None else Path(source).stem,
+        KEY_DURATION: round(encoded.duration, 6),
+        KEY_TIMESTAMPS: [round(float(t), 6) for t in encoded.frame_timestamps],
+        KEY_MODEL_VERSION: model_version,
+        KEY_CONTENT_HASH: content_sha256,
+    }
+    if metadata:
+        payload[KEY_METADATA] = dict(metadata)
+    return IndexedVideo(
+        id=video_id(content_sha256, model_version),
+        video=np.asarray(encoded.video, dtype=np.float32),
+        frames=np.asarray(encoded.frames, dtype=np.float32),
+        payload=payload,
+    )

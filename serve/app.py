@@ -1,0 +1,94 @@
+"""The Serve application builder: `import_path: serve.app:build_app` in configs/serve.yaml.
+
+`build_app(args)` validates the args into `AppArgs` and the model config they name (so a typo
+fails at deploy time with the field named), then binds ingress -> {VideoEncoder, IndexService}.
+Every deployment declares a fractional CPU share so the whole app fits a 2-core machine; the
+encoder asks for a GPU when the cluster has one. Nothing here does I/O at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.serve import Application
+
+from adaclip.checkpoint import CHECKPOINT_FILE
+from adaclip.config import Config, load_config
+from adaclip.errors import ConfigError
+from serve.encoder import VideoEncoder
+from serve.index_service import IndexService
+from serve.ingress import SearchAPI
+from serve.schemas import AppArgs, ModelSpec
+
+DeploymentOptions = dict[str, dict[str, Any]]
+
+
+def _cluster_gpus() -> float:
+    """GPUs of the Ray cluster this runs in (0 when Ray is not initialised)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
+
+
+def serving_config(args: AppArgs) -> Config:
+    """The validated config with the index path made absolute (replicas may run elsewhere)."""
+    cfg = load_config(args.config, args.overrides)
+    if cfg.index.backend == "edge" and args.index_replicas != 1:
+        raise ConfigError(
+            f"index_replicas={args.index_replicas}: an embedded Edge index has one owner; "
+            "use 1, or index.backend=server with a Qdrant server for several replicas"
+        )
+    if args.checkpoint is not None and not (
+        args.checkpoint.is_file() or (args.checkpoint / CHECKPOINT_FILE).is_file()
+    ):
+        raise ConfigError(f"checkpoint {args.checkpoint} does not exist (model.checkpoint=PATH)")
+    index = cfg.index.model_copy(update={"path": Path(cfg.index.path).expanduser().resolve()})
+    return cfg.model_copy(update={"index": index})
+
+
+def build_application(args: AppArgs, deployments: DeploymentOptions | None = None) -> Application:
+    """Bind the app; `deployments` maps a deployment name to extra `.options(...)` (as in a Serve
+    config file's `deployments:` list)."""
+    args = args.split_checkpoint()
+    cfg = serving_config(args)
+    spec = ModelSpec(
+        config=cfg.model_dump(mode="json"),
+        checkpoint=str(args.checkpoint) if args.checkpoint else None,
+        seed=args.seed,
+    ).model_dump()
+    extra = deployments or {}
+    gpus = args.encoder_gpus if args.encoder_gpus is not None else min(1.0, _cluster_gpus())
+    encoder = VideoEncoder.options(
+        **{
+            "ray_actor_options": {"num_cpus": args.encoder_cpus, **({"num_gpus": gpus} if gpus else {})},
+            "autoscaling_config": {
+                "min_replicas": 1,
+                "max_replicas": args.encoder_max_replicas,
+                "target_ongoing_requests": 4,
+            },
+            "user_config": {
+                "max_batch_size": args.video_batch_size,
+                "batch_wait_timeout_s": args.video_batch_wait_s,
+            },
+            **extra.get("VideoEncoder", {}),
+        }
+    ).bind(spec)
+    index = IndexService.options(
+        **{
+            "num_replicas": args.index_replicas,
+            "ray_actor_options": {"num_cpus": args.index_cpus},
+            "user_config": {
+                "max_batch_size": args.text_batch_size,
+                "batch_wait_timeout_s": args.text_batch_wait_s,
+            },
+            **extra.get("IndexService", {}),
+        }
+    ).bind(spec)
+    ingress_options = {"ray_actor_options": {"num_cpus": args.ingress_cpus}, **extra.get("SearchAPI", {})}
+    return SearchAPI.options(**ingress_options).bind(encoder, index, args.model_dump(mode="json"))
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Typed application builder named by a Serve config's `import_path` (see AppArgs)."""
+    return build_application(AppArgs.model_validate(args or {}))

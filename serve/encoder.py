@@ -1,0 +1,72 @@
+"""Video encoder deployment: staged file -> N cheap views -> selector keeps K -> CLIP on K -> vector.
+
+Decoding runs per request in a thread (so several uploads decode at once); the model runs on
+batches gathered across requests by `@serve.batch`, whose size and wait come from `user_config`.
+A file that does not decode comes back as an `EncodeOutcome` with the reason (not an exception:
+the ingress turns it into a 415 and nothing is written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from ray import serve
+
+from adaclip.config import Config
+from adaclip.encoding import (
+    EncodedVideo,
+    decode_for_model,
+    encode_decoded,
+    load_encoder_model,
+    resolve_config,
+)
+from adaclip.errors import VideoDecodeError
+from adaclip.video.decode import DecodedVideo
+from serve.schemas import BatchConfig, ModelSpec
+
+
+@dataclass
+class EncodeOutcome:
+    """Either the encoded video or why the file could not be decoded."""
+
+    video: EncodedVideo | None = None
+    error: str | None = None
+
+
+def serving_device() -> str:
+    """The GPU Ray gave this replica (ray_actor_options num_gpus), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@serve.deployment(name="VideoEncoder", max_ongoing_requests=16, ray_actor_options={"num_cpus": 0.5})
+class VideoEncoder:
+    """Encodes videos given as paths to staged files (never file objects: those do not pickle)."""
+
+    def __init__(self, spec: dict[str, Any]):
+        model_spec = ModelSpec.model_validate(spec)
+        self.cfg = resolve_config(Config.model_validate(model_spec.config), model_spec.checkpoint)
+        self.model = load_encoder_model(self.cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Apply `user_config` batch settings live (Serve calls this on start and on config change)."""
+        batch = BatchConfig.model_validate(user_config or {})
+        self._encode_batch.set_max_batch_size(batch.max_batch_size)
+        self._encode_batch.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+
+    async def encode(self, path: str) -> EncodeOutcome:
+        """Decode and encode the video at `path` (a staged upload or a file below an ingest root)."""
+        try:
+            decoded = await asyncio.to_thread(decode_for_model, path, self.cfg)
+        except VideoDecodeError as e:
+            return EncodeOutcome(error=e.reason)
+        return EncodeOutcome(video=await self._encode_batch(decoded))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def _encode_batch(self, decoded: list[DecodedVideo]) -> list[EncodedVideo]:
+        return await asyncio.to_thread(encode_decoded, self.model, decoded)
+
+    def model_version(self) -> str:
+        return self.model.model_version

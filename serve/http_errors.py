@@ -1,0 +1,81 @@
+"""Every error leaves the app as JSON `{"error": {"code", "message"}}` with the right status.
+
+400 bad request, 404 unknown id, 413 too large, 415 not a decodable video, 422 invalid fields,
+503 index unavailable (with Retry-After), 500 anything unexpected (logged, never a stack trace).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray.exceptions import RayActorError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adaclip.errors import IndexUnavailableError
+from serve.upload import UploadError
+
+log = logging.getLogger("ray.serve")
+DEFAULT_RETRY_AFTER_S = 5
+
+
+class ApiError(Exception):
+    """An error answer raised from a route: status, stable code, message, extra headers."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
+        parts.append(f"{where or 'request'}: {err.get('msg')} (got {err.get('input')!r:.60})")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int = DEFAULT_RETRY_AFTER_S) -> None:
+    """Register the JSON error answers on `app`."""
+
+    def unavailable(message: str) -> JSONResponse:
+        headers = {"Retry-After": str(retry_after_s)}
+        return error_response(503, "index_unavailable", message, headers)
+
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(UploadError)
+    async def _upload(_: Request, exc: UploadError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(IndexUnavailableError)
+    async def _index_down(_: Request, exc: IndexUnavailableError) -> JSONResponse:
+        return unavailable(str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1])
+
+    @app.exception_handler(RayActorError)
+    async def _replica_down(_: Request, exc: RayActorError) -> JSONResponse:
+        return unavailable(f"a replica of the search service is restarting: {type(exc).__name__}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}"[:500])

@@ -1,0 +1,160 @@
+"""Index deployment: the only owner of the video index, and the text encoder of the query path.
+
+Holding the text encoder here keeps a query to one hop (ingress -> this deployment): text ->
+embedding (`@serve.batch` across requests) -> Qdrant search -> hits with moments. An embedded Edge
+shard is owned by one process, so this deployment runs exactly one replica for the edge backend
+(several are fine against a Qdrant server). Index calls run on one worker thread: they never block
+the event loop that gathers text batches, and a check-then-insert is atomic within the replica.
+
+The index is opened lazily and re-opened on demand, so the app starts (and answers 503 with
+Retry-After) while a Qdrant server is down, and a restart waits out the previous owner's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+from ray import serve
+
+from adaclip.config import Config
+from adaclip.encoding import encode_queries, load_encoder_model, resolve_config
+from adaclip.errors import IndexUnavailableError
+from adaclip.index import IndexedVideo, VideoIndex, open_index
+from serve.encoder import serving_device
+from serve.schemas import BatchConfig, ModelSpec
+
+T = TypeVar("T")
+REOPEN_EVERY_S = 1.0  # at most one attempt to (re)open an unreachable index per this many seconds
+
+
+@serve.deployment(
+    name="IndexService", num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.4}
+)
+class IndexService:
+    """Search, add, get, delete and count videos of one collection (one model version)."""
+
+    def __init__(self, spec: dict[str, Any]):
+        model_spec = ModelSpec.model_validate(spec)
+        self.cfg = resolve_config(Config.model_validate(model_spec.config), model_spec.checkpoint)
+        self.model = load_encoder_model(self.cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
+        self.model_version = self.model.model_version
+        self.dim = int(self.model.embed_dim)
+        self.temperature = self.cfg.model.qscore_temperature
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
+        self._index: VideoIndex | None = None
+        self._last_error = "not opened yet"
+        self._last_try = 0.0
+        with contextlib.suppress(IndexUnavailableError):  # answered as 503 until it can be opened
+            self._open()
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        batch = BatchConfig.model_validate(user_config or {})
+        self._embed.set_max_batch_size(batch.max_batch_size)
+        self._embed.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+
+    # ---- index access ----------------------------------------------------------------------
+
+    def _open(self) -> VideoIndex:
+        """The open index, opening it now if needed; IndexUnavailableError while unreachable."""
+        if self._index is not None:
+            return self._index
+        now = time.monotonic()
+        if now - self._last_try < REOPEN_EVERY_S:
+            raise IndexUnavailableError(f"index unavailable: {self._last_error}")
+        self._last_try = now
+        try:
+            self._index = open_index(self.cfg.index, self.dim, self.model_version)
+        except IndexUnavailableError as e:
+            self._last_error = str(e)
+            raise
+        return self._index
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        """Run `fn(index, *args)` on the index thread."""
+
+        def call() -> Any:
+            return fn(self._open(), *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    # ---- text ------------------------------------------------------------------------------
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _embed(self, texts: list[str]) -> list[np.ndarray]:
+        vectors = await asyncio.to_thread(encode_queries, self.model, texts)  # (T, D)
+        return list(vectors)
+
+    # ---- API used by the ingress -------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Model version, dim and backend; answers even while the index is unreachable."""
+        return {"model_version": self.model_version, "dim": self.dim, "backend": self.cfg.index.backend}
+
+    async def health(self) -> dict[str, Any]:
+        count = await self._run(lambda index: index.count())
+        return {**self.info(), "count": count}
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._run(lambda index: index.stats())
+
+    async def exists(self, point_id: str) -> bool:
+        return bool(await self._run(lambda index: index.exists([point_id])))
+
+    async def add(self, item: IndexedVideo) -> tuple[bool, dict[str, Any]]:
+        """Insert `item` unless its id is stored: (created, stored payload). Atomic per replica."""
+
+        def add(index: VideoIndex) -> tuple[bool, dict[str, Any]]:
+            stored = index.get(item.id)
+            if stored is not None:
+                return False, stored.payload
+            index.upsert([item])
+            return True, item.payload
+
+        return await self._run(add)
+
+    async def get(self, point_id: str) -> dict[str, Any] | None:
+        video = await self._run(lambda index: index.get(point_id))
+        if video is None:
+            return None
+        return {"id": video.id, "payload": video.payload, "num_frames": int(len(video.frames))}
+
+    async def delete(self, point_id: str) -> bool:
+        return await self._run(lambda index: index.delete(point_id))
+
+    async def search(
+        self,
+        query: str,
+        k: int,
+        mode: str,
+        filters: dict[str, Any] | None = None,
+        candidates: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Embed `query` (batched with concurrent queries) and search: hits as plain dicts."""
+        vector = await self._embed(query)
+
+        def search(index: VideoIndex) -> list[dict[str, Any]]:
+            hits = index.search(vector, k, mode, filters or None, candidates, self.temperature)
+            return [
+                {
+                    "id": h.id,
+                    "score": h.score,
+                    "moment": h.moment,
+                    "frame_index": h.frame_index,
+                    "payload": h.payload,
+                }
+                for h in hits
+            ]
+
+        return await self._run(search)
+
+    def __del__(self) -> None:
+        """Serve calls this on graceful shutdown: flush and release the shard for the next owner."""
+        index, self._index = getattr(self, "_index", None), None
+        if index is not None:
+            with contextlib.suppress(Exception):  # closing at shutdown must not raise
+                index.close()

@@ -1,0 +1,174 @@
+"""Every schema of the Serve app: the typed application args and the HTTP request/response bodies.
+
+`AppArgs` is what `build_app(args)` validates (from `configs/serve.yaml`'s `args`, or from
+`adaclip serve`); the rest is the HTTP API of DESIGN.md, published in the OpenAPI document at /docs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Mode = Literal["fast", "rerank", "exact"]
+MAX_K = 1000
+CHECKPOINT_KEY = "model.checkpoint"  # an override naming the checkpoint (not a Config field)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- application args -----------------------------------------------------------------------
+
+
+class AppArgs(Strict):
+    """Arguments of the Serve application (`build_app`); paths are made absolute when validated."""
+
+    config: Path | None = Field(default=None, description="YAML config (configs/*.yaml); defaults when None")
+    checkpoint: Path | None = Field(
+        default=None,
+        description="model checkpoint (file or run dir); also `model.checkpoint=PATH` in overrides",
+    )
+    overrides: list[str] = Field(
+        default_factory=list, description="key=value config overrides, e.g. index.path=DIR"
+    )
+    seed: int = Field(
+        default=0, description="seed of a random-init model, so every replica builds the same weights"
+    )
+    staging_dir: Path = Field(
+        default=Path("data/staging"),
+        description="uploads are streamed here; must be shared by ingress and encoders",
+    )
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="larger uploads get 413")
+    ingest_roots: list[Path] = Field(
+        default_factory=list,
+        description="server-side directories POST /videos may read by path (none: disabled)",
+    )
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After of 503 answers")
+    text_batch_size: int = Field(default=32, ge=1)
+    text_batch_wait_s: float = Field(default=0.005, ge=0)
+    video_batch_size: int = Field(default=8, ge=1)
+    video_batch_wait_s: float = Field(default=0.05, ge=0)
+    ingress_cpus: float = Field(default=0.1, gt=0)
+    index_cpus: float = Field(default=0.4, gt=0)
+    encoder_cpus: float = Field(default=0.5, gt=0)
+    encoder_gpus: float | None = Field(default=None, ge=0, description="None: 1 when the cluster has a GPU")
+    encoder_max_replicas: int = Field(default=2, ge=1)
+    index_replicas: int = Field(default=1, ge=1, description="must be 1 for the embedded edge backend")
+
+    @field_validator("config", "checkpoint", "staging_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("ingest_roots")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        return [p.expanduser().resolve() for p in value]
+
+    def split_checkpoint(self) -> AppArgs:
+        """Move a `model.checkpoint=PATH` override into `checkpoint` (ModelConfig has no such field)."""
+        rest, checkpoint = [], self.checkpoint
+        for item in self.overrides:
+            key, _, value = item.partition("=")
+            if key.strip() == CHECKPOINT_KEY:
+                checkpoint = Path(value).expanduser().resolve() if value else None
+            else:
+                rest.append(item)
+        return self.model_copy(update={"overrides": rest, "checkpoint": checkpoint})
+
+
+class ModelSpec(Strict):
+    """What a replica needs to build the model: the validated config (as JSON) and the weights."""
+
+    config: dict[str, Any]
+    checkpoint: str | None = None
+    seed: int = 0
+
+
+class BatchConfig(Strict):
+    """`user_config` of the batched deployments: changes apply live through `reconfigure`."""
+
+    max_batch_size: int = Field(default=8, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0)
+
+
+# ---- HTTP bodies ------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable machine code, e.g. not_a_video, too_large, not_found")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class IngestPathRequest(Strict):
+    """JSON body of POST /videos for a file already on the server (below one of `ingest_roots`)."""
+
+    path: str
+    title: str | None = None
+    source: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class VideoCreated(BaseModel):
+    """Answer of POST /videos: 201 when the video is new, 200 when the same bytes were indexed."""
+
+    id: str
+    created: bool
+    content_hash: str
+    source: str | None = None
+    title: str | None = None
+    duration: float | None = None
+    frame_timestamps: list[float] | None = None
+
+
+class VideoRecord(BaseModel):
+    """GET /videos/{id}."""
+
+    id: str
+    payload: dict[str, Any]
+    num_frames: int
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    deleted: bool = True
+
+
+class SearchResult(BaseModel):
+    rank: int
+    id: str
+    score: float
+    moment: float | None = Field(description="seconds into the video of the best-matching kept frame")
+    frame_index: int | None = Field(description="which stored frame vector matched best")
+    payload: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: Mode
+    k: int
+    took_ms: float
+    results: list[SearchResult]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    model_version: str
+    backend: str
+
+
+class StatsResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    count: int
+    backend: str
+    collection: str
+    dim: int
+    model_version: str

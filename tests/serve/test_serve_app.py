@@ -1,0 +1,338 @@
+"""The real Serve app on 127.0.0.1 (local Ray, tiny model): ingest over HTTP, search against a
+brute-force ranking of the same embeddings, delete, every bad input, restart persistence and an
+unreachable Qdrant server. The app starts once for the module (plus one restart)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from adaclip.config import load_config
+from adaclip.encoding import decode_for_model, encode_decoded, encode_queries, load_encoder_model
+from adaclip.ops import query_scoring_similarity
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "tiny.yaml"
+APP, DOWN_APP = "adaclip-test", "adaclip-down"
+NUM_VIDEOS = 8  # uploaded and ranked; one more is kept back for the concurrency test
+CAP = 256 * 1024  # upload cap of the test app (the synthetic videos are ~30 KiB)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def corpus_dir(synth_corpus: Path) -> Path:
+    return synth_corpus.parent if synth_corpus.is_file() else synth_corpus
+
+
+def wait_healthy(url: str, deadline_s: float = 120.0, ok=lambda r: r.status_code == 200) -> httpx.Response:
+    """Poll /healthz every 0.1 s until `ok(response)`, failing at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{url}/healthz", timeout=5)
+            if ok(r):
+                return r
+            last = r.text
+        except httpx.HTTPError as e:
+            last = e
+        time.sleep(0.1)  # poll interval, not a synchronisation delay
+    raise AssertionError(f"{url}/healthz not ready within {deadline_s}s: {last}")
+
+
+class ServedApp:
+    """Starts, restarts and stops one named Serve application with fixed args."""
+
+    def __init__(self, name: str, route_prefix: str, args: dict, port: int):
+        self.name, self.route_prefix, self.args = name, route_prefix, args
+        self.url = f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
+
+    def start(self, ok=lambda r: r.status_code == 200) -> None:
+        from ray import serve
+
+        from serve.app import build_app
+
+        serve.run(build_app(self.args), name=self.name, route_prefix=self.route_prefix)
+        wait_healthy(self.url, ok=ok)
+
+    def stop(self) -> None:
+        from ray import serve
+
+        serve.delete(self.name)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(workdir) -> Path:
+    """A tiny random-init model saved as a checkpoint: the app and the test use the same weights."""
+    from adaclip.checkpoint import save_checkpoint
+
+    cfg = load_config(TINY)
+    model = load_encoder_model(cfg, seed=1234)
+    return save_checkpoint(workdir / "tiny.pt", model, cfg)
+
+
+@pytest.fixture(scope="module")
+def serve_port(ray_local):
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def app(serve_port, checkpoint, workdir, synth_corpus) -> ServedApp:
+    args = {
+        "config": str(TINY),
+        "overrides": [f"index.path={workdir / 'index'}", f"model.checkpoint={checkpoint}"],
+        "staging_dir": str(workdir / "staging"),
+        "max_upload_bytes": CAP,
+        "ingest_roots": [str(corpus_dir(synth_corpus))],
+        "video_batch_size": 4,
+        "encoder_cpus": 0.3,
+        "index_cpus": 0.3,
+        "encoder_max_replicas": 1,
+    }
+    served = ServedApp(APP, "/", args, serve_port)
+    served.start()
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def videos(synth_corpus) -> list[dict]:
+    """The corpus rows (path, captions) in annotation order."""
+    root = corpus_dir(synth_corpus)
+    rows = [
+        json.loads(line) for line in (root / "annotations.jsonl").read_text().splitlines() if line.strip()
+    ]
+    return [{**r, "path": root / r["video"]} for r in rows]
+
+
+def upload(url: str, path: Path, name: str | None = None, **fields) -> httpx.Response:
+    with open(path, "rb") as f:
+        files = {"file": (name or path.name, f, "video/mp4")}
+        return httpx.post(f"{url}/videos", files=files, data=fields, timeout=120)
+
+
+def count(url: str) -> int:
+    r = httpx.get(f"{url}/stats", timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["count"]
+
+
+@pytest.fixture(scope="module")
+def uploaded(app, videos) -> dict[str, dict]:
+    """Upload NUM_VIDEOS videos concurrently (so the encoder batches them): id -> corpus row."""
+    chosen = videos[:NUM_VIDEOS]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda v: upload(app.url, v["path"], title=v["title"]), chosen))
+    ids = {}
+    for v, r in zip(chosen, answers, strict=True):
+        assert r.status_code == 201, r.text
+        assert r.json()["created"] is True and r.json()["title"] == v["title"]
+        ids[r.json()["id"]] = v
+    assert count(app.url) == NUM_VIDEOS
+    return ids
+
+
+def assert_ranking(served: list[dict], expected: dict[str, float], k: int) -> None:
+    """Served ids/scores equal the brute-force top k (order checked wherever scores differ)."""
+    best = sorted(expected.items(), key=lambda kv: -kv[1])[:k]
+    assert len(served) == len(best)
+    for hit, (vid, score) in zip(served, best, strict=True):
+        assert hit["score"] == pytest.approx(expected[hit["id"]], abs=1e-4)
+        assert hit["score"] == pytest.approx(score, abs=1e-4)
+        if all(abs(score - s) > 1e-4 for v, s in expected.items() if v != vid):
+            assert hit["id"] == vid
+
+
+def test_search_equals_brute_force(app, uploaded, checkpoint):
+    """Every mode's served ranking equals one computed here over the same weights and videos."""
+    from adaclip.checkpoint import load_model
+
+    model, cfg = load_model(checkpoint)
+    ids = list(uploaded)
+    encoded = encode_decoded(model, [decode_for_model(uploaded[i]["path"], cfg) for i in ids])
+    video = torch.from_numpy(np.stack([e.video for e in encoded]))  # (V, D)
+    frames = torch.from_numpy(np.stack([e.frames for e in encoded]))  # (V, K, D)
+    queries = [uploaded[ids[0]]["captions"][0], uploaded[ids[3]]["captions"][1], "a big blue square"]
+    text = torch.from_numpy(encode_queries(model, queries))  # (T, D)
+    fast = (text @ video.T).numpy()  # (T, V) cosine
+    qscore = query_scoring_similarity(text, frames, cfg.model.qscore_temperature).numpy()  # (T, V)
+    for t, q in enumerate(queries):
+        for mode, sims in (("fast", fast), ("rerank", qscore), ("exact", qscore)):
+            r = httpx.get(f"{app.url}/search", params={"q": q, "k": 5, "mode": mode}, timeout=60)
+            assert r.status_code == 200, r.text
+            assert_ranking(r.json()["results"], dict(zip(ids, sims[t].tolist(), strict=True)), k=5)
+        # the moment is the timestamp of the kept frame closest to the query
+        top = r.json()["results"][0]
+        e = encoded[ids.index(top["id"])]
+        cos = torch.nn.functional.normalize(torch.from_numpy(e.frames), dim=-1) @ text[t]
+        assert top["moment"] == pytest.approx(float(e.frame_timestamps[int(cos.argmax())]))
+        assert top["payload"]["frame_timestamps"] == pytest.approx(e.frame_timestamps.tolist())
+    default = httpx.get(f"{app.url}/search", params={"q": queries[0]}, timeout=60).json()
+    assert default["mode"] == "rerank" and len(default["results"]) == NUM_VIDEOS  # k=10 > 8 stored
+
+
+def test_get_filter_and_reupload(app, uploaded):
+    vid, row = next(iter(uploaded.items()))
+    r = httpx.get(f"{app.url}/videos/{vid}", timeout=30)
+    assert r.status_code == 200 and r.json()["payload"]["title"] == row["title"]
+    assert r.json()["payload"]["source"] == row["path"].name and r.json()["num_frames"] == 4
+    hits = httpx.get(f"{app.url}/search", params={"q": "x", "source": row["path"].name}, timeout=30).json()
+    assert [h["id"] for h in hits["results"]] == [vid]
+    again = upload(app.url, row["path"], name="renamed.mp4")  # same bytes: same id, nothing new
+    assert again.status_code == 200 and again.json() == {**again.json(), "id": vid, "created": False}
+    assert count(app.url) == NUM_VIDEOS
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("empty.mp4", lambda v: b""),
+        ("notes.mp4", lambda v: b"this is a text file, not a video\n" * 20),
+        ("cut.mp4", lambda v: v.read_bytes()[: v.stat().st_size // 2]),
+    ],
+    ids=["empty", "text-named-mp4", "truncated"],
+)
+def test_bad_upload_is_415_and_changes_nothing(app, uploaded, videos, workdir, name, content):
+    before = count(app.url)
+    body = content(videos[-1]["path"])
+    r = httpx.post(f"{app.url}/videos", files={"file": (name, body, "video/mp4")}, timeout=60)
+    assert r.status_code == 415, r.text
+    assert r.json()["error"]["code"] == "not_a_video" and name in r.json()["error"]["message"]
+    assert count(app.url) == before
+    assert not list((workdir / "staging").glob("*")), "staging files must be removed"
+
+
+def test_bad_requests(app, uploaded):
+    r = httpx.post(
+        f"{app.url}/videos", files={"file": ("big.mp4", b"\0" * (CAP + 100_000), "video/mp4")}, timeout=60
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    for params in ({"q": "a", "k": 0}, {"q": "a", "k": 5000}, {"q": "a", "mode": "fuzzy"}, {"k": 3}):
+        r = httpx.get(f"{app.url}/search", params=params, timeout=30)
+        assert r.status_code == 422, (params, r.text)
+        assert set(r.json()["error"]) == {"code", "message"}
+    for vid in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
+        assert httpx.get(f"{app.url}/videos/{vid}", timeout=30).status_code == 404
+        assert httpx.delete(f"{app.url}/videos/{vid}", timeout=30).json()["error"]["code"] == "not_found"
+    r = httpx.post(
+        f"{app.url}/videos", content=b"raw bytes", headers={"content-type": "video/mp4"}, timeout=30
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+    assert httpx.get(f"{app.url}/docs", timeout=30).status_code == 200
+    assert "/search" in httpx.get(f"{app.url}/openapi.json", timeout=30).json()["paths"]
+
+
+def test_ingest_by_path_only_below_roots(app, uploaded, videos, tmp_path):
+    outside = tmp_path / "outside.mp4"
+    outside.write_bytes(videos[0]["path"].read_bytes())
+    r = httpx.post(f"{app.url}/videos", json={"path": str(outside)}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "path_not_allowed"
+    sneaky = videos[0]["path"].parent / ".." / ".." / outside.parent.name / outside.name
+    assert httpx.post(f"{app.url}/videos", json={"path": str(sneaky)}, timeout=60).status_code == 400
+    r = httpx.post(f"{app.url}/videos", json={"path": str(videos[0]["path"])}, timeout=60)
+    assert r.status_code == 200 and r.json()["id"] in uploaded
+
+
+def test_same_file_uploaded_concurrently_is_one_point(app, uploaded, videos):
+    before = count(app.url)
+    path = videos[NUM_VIDEOS]["path"]
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda i: upload(app.url, path, name=f"client{i}.mp4"), range(6)))
+    assert all(r.status_code in (200, 201) for r in answers), [r.text for r in answers]
+    assert len({r.json()["id"] for r in answers}) == 1
+    assert sorted(r.status_code for r in answers).count(201) == 1
+    assert count(app.url) == before + 1
+
+
+def test_delete(app, uploaded, videos):
+    path = videos[NUM_VIDEOS + 1]["path"]
+    vid = upload(app.url, path).json()["id"]
+    before = count(app.url)
+    assert httpx.delete(f"{app.url}/videos/{vid}", timeout=30).json() == {"id": vid, "deleted": True}
+    assert httpx.get(f"{app.url}/videos/{vid}", timeout=30).status_code == 404
+    assert count(app.url) == before - 1
+    hits = httpx.get(
+        f"{app.url}/search", params={"q": videos[NUM_VIDEOS + 1]["captions"][0], "k": 100}
+    ).json()
+    assert vid not in {h["id"] for h in hits["results"]}
+
+
+def test_search_client(app, uploaded, capsys):
+    from serve.client import main
+
+    assert main(["a small red circle", "--url", app.url, "--k", "3", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert len(answer["results"]) == 3 and answer["mode"] == "rerank"
+    assert main(["a small red circle", "--url", app.url, "--k", "2", "--mode", "fast"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("2 results") and len(table) == 4 and ":" in table[2]
+    assert main(["x", "--url", app.url, "--k", "0"]) == 1
+    assert "422" in capsys.readouterr().err
+
+
+def test_restart_keeps_every_acknowledged_video(app, uploaded):
+    before = httpx.get(f"{app.url}/search", params={"q": "anything", "k": 1000, "mode": "exact"}).json()
+    acknowledged = {h["id"] for h in before["results"]}
+    assert set(uploaded) <= acknowledged
+    app.stop()
+    app.start()
+    assert count(app.url) == len(acknowledged)
+    for vid in acknowledged:
+        assert httpx.get(f"{app.url}/videos/{vid}", timeout=30).status_code == 200
+
+
+def test_index_server_down_is_503_with_retry_after(serve_port, checkpoint, workdir, app):
+    closed = free_port()  # nothing listens there
+    args = {
+        "config": str(TINY),
+        "overrides": [
+            "index.backend=server",
+            f"index.url=http://127.0.0.1:{closed}",
+            "index.timeout_s=1",
+            f"model.checkpoint={checkpoint}",
+        ],
+        "staging_dir": str(workdir / "staging-down"),
+        "retry_after_s": 7,
+        "encoder_cpus": 0.1,
+        "index_cpus": 0.1,
+        "ingress_cpus": 0.05,
+        "encoder_max_replicas": 1,
+    }
+    down = ServedApp(DOWN_APP, "/down", args, serve_port)
+    down.start(ok=lambda r: r.status_code == 503)
+    try:
+        for r in (
+            httpx.get(f"{down.url}/healthz", timeout=30),
+            httpx.get(f"{down.url}/search", params={"q": "a red circle"}, timeout=30),
+            httpx.get(f"{down.url}/stats", timeout=30),
+            httpx.post(f"{down.url}/videos", files={"file": ("a.mp4", b"\0\0\0\x18ftypmp42", "video/mp4")}),
+        ):
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "7" and r.json()["error"]["code"] == "index_unavailable"
+        assert count(app.url) > 0  # the other app is unaffected
+    finally:
+        down.stop()

@@ -1,0 +1,58 @@
+"""App args, config validation, the Serve config file and the client's formatting (no Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adaclip.errors import ConfigError
+from serve.app import build_application, serving_config
+from serve.client import format_moment, format_results
+from serve.run import read_serve_config
+from serve.schemas import AppArgs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_checkpoint_override_is_split_out(tmp_path):
+    args = AppArgs(overrides=["index.path=x", f"model.checkpoint={tmp_path}/c.pt", "model.top_k=2"])
+    split = args.split_checkpoint()
+    assert split.checkpoint == tmp_path / "c.pt" and split.overrides == ["index.path=x", "model.top_k=2"]
+    assert AppArgs(staging_dir="rel").staging_dir.is_absolute()
+
+
+def test_serving_config_validates(tmp_path):
+    cfg = serving_config(AppArgs(config=ROOT / "configs/tiny.yaml", overrides=["index.path=rel/idx"]))
+    assert cfg.index.path.is_absolute() and cfg.model.top_k == 4
+    with pytest.raises(ConfigError, match="one owner"):
+        serving_config(AppArgs(index_replicas=2))
+    with pytest.raises(ConfigError, match="does not exist"):
+        serving_config(AppArgs(checkpoint=tmp_path / "missing.pt"))
+    with pytest.raises(ConfigError, match=r"model\.top_kk"):
+        serving_config(AppArgs(overrides=["model.top_kk=3"]))
+    with pytest.raises(ValueError, match="max_upload_bytes"):
+        AppArgs(max_upload_bytes=0)
+
+
+def test_serve_yaml_builds_an_app():
+    spec = read_serve_config(str(ROOT / "configs/serve.yaml"))
+    assert spec["name"] == "adaclip" and spec["http_options"]["port"] == 8000
+    assert spec["deployments"]["VideoEncoder"]["autoscaling_config"]["max_replicas"] >= 1
+    assert "max_batch_size" in spec["deployments"]["IndexService"]["user_config"]
+    app = build_application(AppArgs.model_validate(spec["args"]), spec["deployments"])
+    assert type(app).__name__ == "Application"
+    plain = read_serve_config(str(ROOT / "configs/tiny.yaml"))  # a model config works too
+    assert plain["args"] == {"config": str(ROOT / "configs/tiny.yaml")}
+
+
+def test_client_formatting():
+    assert format_moment(None) == "-" and format_moment(75.25) == "01:15.2" and format_moment(3) == "00:03.0"
+    answer = {
+        "query": "q",
+        "mode": "rerank",
+        "took_ms": 3.0,
+        "results": [{"rank": 1, "score": 0.5, "moment": 1.5, "payload": {"title": "cat", "source": "c.mp4"}}],
+    }
+    lines = format_results(answer).splitlines()
+    assert lines[0].startswith("1 results for 'q'") and "00:01.5" in lines[2] and "cat (c.mp4)" in lines[2]
