@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--name", default=None, help="Serve application name (default: the config's, or adaclip)"
     )
     parser.add_argument("overrides", nargs="*", help="overrides such as index.path=DIR model.checkpoint=PATH")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def read_serve_config(path: str | None) -> dict[str, Any]:

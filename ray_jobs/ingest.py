@@ -1,0 +1,320 @@
+"""`adaclip ingest DIR|ANNOTATIONS`: bulk-index a video library with Ray Data, resumably.
+
+    adaclip ingest data/synth/videos --config configs/tiny.yaml index.path=data/index
+    adaclip ingest data/synth/annotations.jsonl --config configs/tiny.yaml model.checkpoint=runs/tiny/best
+
+Pipeline: list the files (only below the allowed roots) -> hash them in parallel (`hash_files`) ->
+drop ids already in the index (UUID5 of content hash and model version: a second run skips
+everything, before decoding anything) -> decode N frames on CPU workers (`DecodeVideos`, corrupt
+files are counted and skipped) -> encode in an actor pool, on GPUs when the cluster has them
+(`EncodeVideos`) -> batched upserts from the driver. The same single-video code as the Serve app
+(`adaclip.encoding`) computes every vector, so bulk and uploaded videos are interchangeable.
+
+An embedded Edge index has one owner: the driver opens it and upserts. Do not run this job while
+a Serve app owns the same `index.path` (the shard is locked; the job then fails with a clear
+error); stop the app, or point both at a Qdrant server (`index.backend=server`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from tqdm import tqdm
+
+from adaclip.config import Config
+from adaclip.data.annotations import read_annotations
+from adaclip.encoding import EncodedVideo, load_encoder_model, resolve_config, to_indexed
+from adaclip.errors import ConfigError, DataError, IndexUnavailableError
+from adaclip.index import VideoIndex, open_index, video_id
+from ray_jobs.common import config_from, emit, init_ray
+from ray_jobs.data import ErrorTally
+from ray_jobs.ingest_stages import DecodeVideos, EncodeVideos, hash_files
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".3gp"}
+CHECKPOINT_KEY = "model.checkpoint"
+TALLY_NAME = "adaclip-ingest-errors"
+EXISTS_CHUNK = 1000  # ids per index.exists call
+
+
+@dataclass
+class Source:
+    """One file to ingest: where it is, how it is shown (source, title) and optional metadata."""
+
+    path: Path
+    source: str
+    title: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def under_roots(path: Path, roots: list[Path]) -> bool:
+    """Whether `path` (symlinks resolved) lies below one of `roots`."""
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(root) for root in roots)
+
+
+def list_sources(target: Path, cfg: Config) -> tuple[list[Source], list[Path]]:
+    """The files of a directory (recursively) or of an annotation file's splits, and the default
+    roots (the directory, or `data.video_root`)."""
+    if target.is_dir():
+        root = target.resolve()
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        return [Source(p, str(p.relative_to(root)), p.stem) for p in files], [root]
+    if not target.is_file():
+        raise DataError(f"{target} is neither a directory of videos nor an annotation file")
+    data = cfg.data.model_copy(update={"annotations": target})
+    root = Path(data.video_root).resolve()
+    sources, errors = [], []
+    for split in dict.fromkeys([data.train_split, data.val_split, data.test_split]):
+        try:
+            records = read_annotations(data, split)
+        except DataError as e:  # e.g. a split with no videos; malformed files fail every split
+            errors.append(e)
+            continue
+        for r in records:
+            title = r.title or (r.captions[0] if r.captions else r.video_id)
+            source = str(r.path.relative_to(root)) if r.path.resolve().is_relative_to(root) else str(r.path)
+            sources.append(Source(r.path, source, title, {"video_id": r.video_id, "split": r.split}))
+    if not sources and errors:
+        raise errors[0]
+    return sources, [root]
+
+
+# ---- driver -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What a run will do: rows to decode and encode, and what it skips before decoding."""
+
+    todo: list[dict[str, Any]]
+    skipped: int  # already in the index
+    duplicates: int  # same bytes as another file of this run
+    unreadable: dict[str, str]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="adaclip ingest", description="bulk-index videos into the search index"
+    )
+    parser.add_argument("target", help="a directory of videos (recursive) or an annotation file")
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides, e.g. index.path=DIR model.checkpoint=PATH"
+    )
+    parser.add_argument("--config", help="YAML config (configs/*.yaml); defaults apply when omitted")
+    parser.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        help="only read files below this directory (repeatable); default: DIR, or data.video_root",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="videos per encoder call")
+    parser.add_argument("--upsert-batch", type=int, default=64, help="videos per index upsert")
+    parser.add_argument(
+        "--decoders", type=int, default=None, help="decode workers (default train.decode_concurrency)"
+    )
+    parser.add_argument(
+        "--encoders", type=int, default=1, help="encoder actors (one GPU each when there are GPUs)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of a random-init model (as the Serve app's seed)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return parser.parse_intermixed_args(argv)
+
+
+def split_checkpoint(overrides: list[str]) -> tuple[list[str], str | None]:
+    """Pull `model.checkpoint=PATH` out of the overrides (it is not a ModelConfig field)."""
+    rest, checkpoint = [], None
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == CHECKPOINT_KEY:
+            checkpoint = value or None
+        else:
+            rest.append(item)
+    return rest, checkpoint
+
+
+def hash_sources(sources: list[Source]) -> list[str]:
+    """sha256 of every file ('' if unreadable), computed by Ray Data tasks, in input order."""
+    if not sources:
+        return []
+    items = [{"row": i, "path": str(s.path)} for i, s in enumerate(sources)]
+    rows = ray.data.from_items(items).map_batches(hash_files, batch_size=16, num_cpus=0.25).take_all()
+    by_row = {int(r["row"]): str(r["sha256"]) for r in rows}
+    return [by_row[i] for i in range(len(sources))]
+
+
+def plan(sources: list[Source], hashes: list[str], index: VideoIndex, version: str) -> Plan:
+    """Drop unreadable files, ids already indexed (resume) and repeated bytes, before decoding."""
+    ids = [video_id(h, version) if h else "" for h in hashes]
+    known = [i for i in ids if i]
+    existing: set[str] = set()
+    for at in range(0, len(known), EXISTS_CHUNK):
+        existing |= index.exists(known[at : at + EXISTS_CHUNK])
+    result = Plan(todo=[], skipped=0, duplicates=0, unreadable={})
+    seen: set[str] = set()
+    for source, sha, vid in zip(sources, hashes, ids, strict=True):
+        if not sha:
+            result.unreadable[str(source.path)] = "cannot read the file"
+        elif vid in existing:
+            result.skipped += 1
+        elif vid in seen:
+            result.duplicates += 1
+        else:
+            seen.add(vid)
+            row = {"path": str(source.path), "sha256": sha, "source": source.source, "title": source.title}
+            result.todo.append({**row, "metadata": json.dumps(source.metadata)})
+    return result
+
+
+def encoded_dataset(rows: list[dict[str, Any]], cfg: Config, checkpoint: str | None, args, tally: str):
+    """Decode on CPU workers, then encode in an actor pool (GPU when the cluster has one)."""
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    config = cfg.model_dump(mode="json")
+    return (
+        ray.data.from_items(rows)
+        .map_batches(
+            DecodeVideos,
+            fn_constructor_kwargs={"config": config, "tally_name": tally},
+            batch_size=4,
+            concurrency=args.decoders or cfg.train.decode_concurrency,
+            num_cpus=0.5,
+        )
+        .map_batches(
+            EncodeVideos,
+            fn_constructor_kwargs={"config": config, "checkpoint": checkpoint, "seed": args.seed},
+            batch_size=args.batch_size,
+            concurrency=args.encoders,
+            num_cpus=0.5,
+            num_gpus=gpus,
+        )
+    )
+
+
+def run_pipeline(todo, cfg, checkpoint, args, index: VideoIndex, version: str) -> tuple[int, dict[str, str]]:
+    """Stream encoded batches into the index: (videos upserted, decode failures)."""
+    if not todo:
+        return 0, {}
+    tally_name = f"{TALLY_NAME}-{time.time_ns()}"
+    tally = ErrorTally.options(name=tally_name).remote()
+    progress = tqdm(
+        total=len(todo), unit="video", desc="ingest", disable=args.json or not sys.stderr.isatty()
+    )
+    ingested = 0
+    try:
+        batches = encoded_dataset(todo, cfg, checkpoint, args, tally_name).iter_batches(
+            batch_size=args.upsert_batch, batch_format="numpy"
+        )
+        for batch in batches:
+            items = to_items(batch, version)
+            index.upsert(items)
+            ingested += len(items)
+            progress.update(len(items))
+        failures = ray.get(tally.summary.remote())["failures"]
+    finally:
+        progress.close()
+        ray.kill(tally)
+    index.optimize()
+    return ingested, failures
+
+
+def to_items(batch: dict[str, np.ndarray], version: str) -> list:
+    items = []
+    for i in range(len(batch["path"])):
+        encoded = EncodedVideo(
+            video=batch["video"][i],
+            frames=batch["frames"][i],
+            frame_indices=batch["frame_indices"][i],
+            frame_timestamps=batch["frame_timestamps"][i],
+            duration=float(batch["duration"][i]),
+            fps=float(batch["fps"][i]),
+            num_video_frames=int(batch["num_video_frames"][i]),
+        )
+        meta = json.loads(str(batch["metadata"][i]) or "{}")
+        items.append(
+            to_indexed(
+                encoded,
+                str(batch["sha256"][i]),
+                version,
+                str(batch["source"][i]),
+                str(batch["title"][i]),
+                meta or None,
+            )
+        )
+    return items
+
+
+def ingest(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the job and return its summary (see `table`)."""
+    start = time.perf_counter()
+    args.overrides, checkpoint = split_checkpoint(args.overrides)
+    cfg = resolve_config(config_from(args), checkpoint)
+    sources, default_roots = list_sources(Path(args.target), cfg)
+    roots = [Path(r).expanduser().resolve() for r in args.root] or default_roots
+    allowed = [s for s in sources if under_roots(s.path, roots)]
+    rejected = [str(s.path) for s in sources if not under_roots(s.path, roots)]
+    model = load_encoder_model(cfg, checkpoint, "cpu", args.seed)  # for its dim and model version
+    version, dim = model.model_version, int(model.embed_dim)
+    del model
+    init_ray()
+    hashes = hash_sources(allowed)
+    index = open_index(cfg.index, dim, version)
+    try:
+        todo = plan(allowed, hashes, index, version)
+        ingested, failures = run_pipeline(todo.todo, cfg, checkpoint, args, index, version)
+        count, collection = index.count(), index.stats()["collection"]
+    finally:
+        index.close()
+    seconds = time.perf_counter() - start
+    failures = {**todo.unreadable, **failures}
+    return {
+        "target": str(args.target),
+        "files": len(sources),
+        "ingested": ingested,
+        "skipped": todo.skipped,
+        "duplicates": todo.duplicates,
+        "failed": len(failures),
+        "rejected": len(rejected),
+        "failures": failures,
+        "rejected_paths": rejected,
+        "count": count,
+        "collection": collection,
+        "model_version": version,
+        "seconds": round(seconds, 3),
+        "videos_per_s": round(ingested / seconds, 3) if seconds else 0.0,
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [
+        f"ingest {r['target']} -> {r['collection']} ({r['count']} videos indexed)",
+        f"  files {r['files']}  ingested {r['ingested']}  already indexed {r['skipped']}  "
+        f"duplicates {r['duplicates']}  failed {r['failed']}  outside roots {r['rejected']}",
+        f"  {r['seconds']:.1f} s, {r['videos_per_s']:.2f} videos/s",
+    ]
+    lines += [f"  failed: {path}: {reason}" for path, reason in list(r["failures"].items())[:10]]
+    lines += [f"  outside the allowed roots: {path}" for path in r["rejected_paths"][:10]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = ingest(args)
+    except (ConfigError, DataError, IndexUnavailableError) as e:
+        print(f"adaclip ingest: {e}", file=sys.stderr)
+        return 2
+    emit(result, args.json, table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
