@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -166,19 +165,26 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
             )
             metrics.update({f"val_t2v_{k_}": v for k_, v in val["t2v"].items()})
             metrics.update({f"val_v2t_{k_}": v for k_, v in val["v2t"].items()})
+            improved = metrics["val_t2v_R1"] > best_r1
             best_r1 = max(best_r1, metrics["val_t2v_R1"])
-            with tempfile.TemporaryDirectory() as d:
-                extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-                save_checkpoint(
-                    Path(d) / CHECKPOINT_FILE,
-                    model,
-                    cfg,
-                    epoch=epoch,
-                    best_r1=best_r1,
-                    metrics=metrics,
-                    **extra,
-                )
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+            # <output_dir>/last is what a re-run resumes from after the job was killed and
+            # <output_dir>/best the best validation R@1 so far (on a cluster, output_dir must be
+            # storage every node sees); Ray also copies each checkpoint into its run folder.
+            output = Path(loop["output_dir"])
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+            last = save_checkpoint(
+                output / "last" / CHECKPOINT_FILE,
+                model,
+                cfg,
+                epoch=epoch,
+                best_r1=best_r1,
+                metrics=metrics,
+                **state,
+            )
+            if improved:
+                (output / "best").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(last, output / "best" / CHECKPOINT_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(last.parent))
         else:
             ray.train.report(metrics)
 
@@ -202,6 +208,7 @@ def build_trainer(cfg: Config, tally_name: str) -> ray.train.torch.TorchTrainer:
             "val_texts": texts,
             "val_c2v": c2v,
             "tally": tally_name,
+            "output_dir": str(output),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
@@ -228,25 +235,19 @@ def build_trainer(cfg: Config, tally_name: str) -> ray.train.torch.TorchTrainer:
 
 
 def run_training(cfg: Config) -> dict[str, Any]:
-    """Fit, then keep `<output_dir>/last` and `<output_dir>/best` as plain checkpoint folders."""
+    """Fit; checkpoints end up in `<output_dir>/last` and `<output_dir>/best`."""
     tally_name = f"{TALLY_NAME}-{uuid.uuid4().hex[:8]}"
     tally = ErrorTally.options(name=tally_name).remote()  # held here so it lives as long as the run
     ray.get(tally.summary.remote())
     result = build_trainer(cfg, tally_name).fit()
     output = Path(cfg.train.output_dir).resolve()
-    for name, ckpt in (("last", result.checkpoint), ("best", _best(result))):
-        if ckpt is None:
-            continue
-        with ckpt.as_directory() as d:
-            target = output / name
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(d, target)
-    return {"metrics": result.metrics, "last": str(output / "last"), "best": str(output / "best")}
-
-
-def _best(result) -> ray.train.Checkpoint | None:
-    scored = [(m.get("val_t2v_R1", -1), c) for c, m in (result.best_checkpoints or [])]
-    return max(scored, key=lambda t: t[0])[1] if scored else result.checkpoint
+    decode = ray.get(tally.summary.remote())
+    return {
+        "metrics": result.metrics,
+        "last": str(output / "last"),
+        "best": str(output / "best"),
+        "decode_failures": decode["failures"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
