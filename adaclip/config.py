@@ -37,7 +37,8 @@ class SelectorConfig(Strict):
         "mobilenet_v3_large"
     )
     backbone_weights: str | None = Field(
-        default=None, description="torchvision weights: 'imagenet' or a local state_dict file; None = random init"
+        default=None,
+        description="torchvision weights: 'imagenet' or a local state_dict file; None = random init",
     )
     freeze_backbone: bool = True
     input_size: int = Field(default=56, ge=8, description="side of the selector's cheap square view")
@@ -58,12 +59,15 @@ class ModelConfig(Strict):
     clip: ClipConfig = ClipConfig()
     selector: SelectorConfig = SelectorConfig()
     selection: Literal["learned", "uniform", "all"] = Field(
-        default="learned", description="learned: selector + Hard-Top-k; uniform: K evenly spaced of N; all: N frames"
+        default="learned",
+        description="learned: selector + Hard-Top-k; uniform: K evenly spaced of N; all: N frames",
     )
     num_frames: int = Field(default=16, ge=1, le=512)
     top_k: int = Field(default=12, ge=1)
     aggregation: Literal["mean", "mlp", "transformer", "reuse_scores", "qscore"] = "mlp"
-    mean_normalize_frames: bool = Field(default=False, description="AdaCLIP's mean: normalise each frame first")
+    mean_normalize_frames: bool = Field(
+        default=False, description="AdaCLIP's mean: normalise each frame first"
+    )
     frame_agg_temp: float = Field(default=1.0, gt=0)
     qscore_temperature: float = Field(default=0.1, gt=0)
     qscore_variant: Literal["embedding", "scores"] = "embedding"
@@ -76,7 +80,9 @@ class ModelConfig(Strict):
         if self.top_k > self.num_frames:
             raise ValueError(f"top_k={self.top_k} must be <= num_frames={self.num_frames}")
         if self.aggregation == "reuse_scores" and self.selection != "learned":
-            raise ValueError("aggregation=reuse_scores needs selection=learned (it reuses the selector's logits)")
+            raise ValueError(
+                "aggregation=reuse_scores needs selection=learned (it reuses the selector's logits)"
+            )
         return self
 
     @property
@@ -100,7 +106,9 @@ class DataConfig(Strict):
     max_text_tokens: int = Field(default=32, ge=4, le=512)
     clip_size: int = Field(default=224, ge=8)
     cache_dir: Path | None = Field(default=None, description="decoded-frame cache; None disables it")
-    max_error_ratio: float = Field(default=0.05, ge=0, le=1, description="fail a job past this share of bad videos")
+    max_error_ratio: float = Field(
+        default=0.05, ge=0, le=1, description="fail a job past this share of bad videos"
+    )
 
 
 class TrainConfig(Strict):
@@ -133,7 +141,9 @@ class IndexConfig(Strict):
 
     backend: Literal["edge", "server"] = "edge"
     path: Path = Path("data/index")
-    url: str | None = Field(default=None, description="Qdrant server URL (or ':memory:' for tests); env QDRANT_URL")
+    url: str | None = Field(
+        default=None, description="Qdrant server URL (or ':memory:' for tests); env QDRANT_URL"
+    )
     api_key: str | None = Field(default=None, description="env QDRANT_API_KEY")
     collection_prefix: str = "videos"
     rerank_candidates: int = Field(default=100, ge=1, le=10000)
@@ -187,13 +197,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_tree(tree, overrides, source=f"config {path or '(defaults)'}")
 
 
-def config_from_tree(tree: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
+def config_from_tree(
+    tree: dict[str, Any], overrides: list[str] | None = None, source: str = "config"
+) -> Config:
     """Validate a config mapping (e.g. one stored in a checkpoint) after applying overrides."""
     tree = copy.deepcopy(tree)
     for key, value in parse_overrides(overrides):
         _set_dotted(tree, key, value)
     try:
-        return Config.model_validate(tree)
+        return absolute_paths(Config.model_validate(tree))
     except ValidationError as e:
         fields = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"invalid {source}: {fields}") from e
+
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """Resolve relative paths against the current directory once, where the user typed them.
+
+    Ray workers run in other directories (Ray Train moves them into the run folder), so every
+    path that travels with the config must already be absolute.
+    """
+    cfg = cfg.model_copy(deep=True)
+    for section, name in (
+        ("data", "annotations"),
+        ("data", "video_root"),
+        ("data", "cache_dir"),
+        ("train", "output_dir"),
+        ("index", "path"),
+    ):
+        value = getattr(getattr(cfg, section), name)
+        if value is not None:
+            setattr(getattr(cfg, section), name, Path(value).expanduser().resolve())
+    tag = cfg.model.clip.pretrained
+    if tag and not tag.startswith("hf-hub:") and ("/" in tag or tag.endswith(_CHECKPOINT_SUFFIXES)):
+        cfg.model.clip.pretrained = str(Path(tag).expanduser().resolve())
+    return cfg

@@ -57,3 +57,12 @@ def test_missing_file_and_bad_override_syntax(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["model.top_k"])
+
+
+def test_relative_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.video_root=videos", "model.clip.pretrained=clip.pt", "train.output_dir=runs/x"])
+    assert cfg.data.video_root == tmp_path / "videos"
+    assert cfg.train.output_dir == tmp_path / "runs" / "x"
+    assert cfg.model.clip.pretrained == str(tmp_path / "clip.pt")
+    assert load_config(None, ["model.clip.pretrained=openai"]).model.clip.pretrained == "openai"
