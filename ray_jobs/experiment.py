@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from adaclip.checkpoint import CHECKPOINT_FILE
 from adaclip.config import load_config
 from adaclip.data.synth import make_corpus
 from adaclip.pretrain import pretrain_clip, synthetic_pairs
@@ -57,29 +59,45 @@ def ensure_pretrained_clip(path: Path, config: str | None, pairs: int, epochs: i
     return path
 
 
+def corpus_overrides(corpus: Path, clip: Path, work: Path, seed: int) -> list[str]:
+    """Point a config at a synthetic corpus, a pre-trained CLIP and a frame cache."""
+    return [
+        f"data.annotations={corpus / 'annotations.jsonl'}",
+        f"data.video_root={corpus}",
+        f"data.cache_dir={work / 'cache'}",
+        f"model.clip.pretrained={clip}",
+        f"train.seed={seed}",
+    ]
+
+
+def train_and_evaluate(
+    variants: dict[str, list[str]], config: str | None, common: list[str], out: Path, reuse: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Train each variant into `out/<name>` (kept when `reuse` and a best checkpoint exists),
+    then evaluate its best checkpoint on the test split."""
+    init_ray()
+    results = {}
+    for name, variant in variants.items():
+        run_dir = out / name
+        cfg = load_config(config, [*common, *variant, f"train.output_dir={run_dir}"])
+        if not (reuse and (run_dir / "best" / CHECKPOINT_FILE).exists()):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, not a resumed one
+            print(f"[{name}] training with {' '.join(variant)}", file=sys.stderr, flush=True)
+            run_training(cfg)
+        model, eval_cfg = load_for_eval(str(run_dir / "best"), None, [])
+        results[name] = evaluate(model, eval_cfg, eval_cfg.data.test_split)
+    return results
+
+
 def run_selection(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Train and evaluate each variant; returns the full evaluation of each."""
+    """The three variants on the synthetic corpus, from one pre-trained tiny CLIP."""
     out = Path(args.out)
     corpus = ensure_corpus(Path(args.corpus), args.videos, args.seed)
     clip = ensure_pretrained_clip(
         out / "tiny-clip.pt", args.config, args.pretrain_pairs, args.pretrain_epochs, args.seed
     )
-    common = [
-        f"data.annotations={corpus / 'annotations.jsonl'}",
-        f"data.video_root={corpus}",
-        f"data.cache_dir={out / 'cache'}",
-        f"model.clip.pretrained={clip}",
-        f"train.seed={args.seed}",
-    ]
-    init_ray()
-    results = {}
-    for name, variant in VARIANTS.items():
-        cfg = load_config(args.config, [*common, *variant, f"train.output_dir={out / name}", *args.overrides])
-        print(f"[experiment] training {name}: {' '.join(variant)}", file=sys.stderr, flush=True)
-        run_training(cfg)
-        model, eval_cfg = load_for_eval(str(out / name / "best"), None, [])
-        results[name] = evaluate(model, eval_cfg, eval_cfg.data.test_split)
-    return results
+    common = [*corpus_overrides(corpus, clip, out, args.seed), *args.overrides]
+    return train_and_evaluate(VARIANTS, args.config, common, out, reuse=args.reuse)
 
 
 def summary(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -108,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--out", default="runs/experiment-selection")
     parser.add_argument("--json", action="store_true", help="print one JSON object keyed by variant")
+    parser.add_argument("--reuse", action="store_true", help="keep variants already trained in --out")
     parser.add_argument("overrides", nargs="*", help="config overrides applied to every variant")
     args = parser.parse_args(argv)
     results = run_selection(args)
