@@ -1,4 +1,4 @@
-"""Ray Data stages of bulk ingestion: hash, decode (CPU workers), encode (actor pool, GPU if any).
+"""Ray Data stages of bulk ingestion: decode (CPU workers), encode (actor pool, GPU if any).
 
 Callable classes load their state once in `__init__` and map a dict of numpy arrays to a dict of
 numpy arrays, so each is testable on a plain dict without Ray. The maths is `adaclip.encoding`'s,
@@ -13,20 +13,9 @@ import numpy as np
 import ray
 
 from adaclip.config import Config
-from adaclip.encoding import content_hash, decode_for_model, encode_decoded, load_encoder_model
+from adaclip.encoding import decode_for_model, encode_decoded, load_encoder_model
 from adaclip.errors import VideoDecodeError
 from adaclip.video.decode import DecodedVideo
-
-
-def hash_files(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Add the sha256 of each file ('' when it cannot be read: decoding reports why)."""
-    hashes = []
-    for path in batch["path"]:
-        try:
-            hashes.append(content_hash(str(path)))
-        except OSError:
-            hashes.append("")
-    return {**batch, "sha256": np.array(hashes, dtype=object)}
 
 
 class DecodeVideos:

@@ -102,9 +102,6 @@ class IndexService:
     async def stats(self) -> dict[str, Any]:
         return await self._run(lambda index: index.stats())
 
-    async def exists(self, point_id: str) -> bool:
-        return bool(await self._run(lambda index: index.exists([point_id])))
-
     async def add(self, item: IndexedVideo) -> tuple[bool, dict[str, Any]]:
         """Insert `item` unless its id is stored: (created, stored payload). Atomic per replica."""
 

@@ -41,7 +41,7 @@ from serve.schemas import (
     VideoDeleted,
     VideoRecord,
 )
-from serve.upload import FILE_FIELD, remove_quietly, stage_upload
+from serve.upload import FILE_FIELD, remove_quietly, remove_stale, stage_upload
 
 app = FastAPI(
     title="AdaCLIP video search",
@@ -107,6 +107,7 @@ class SearchAPI:
         self.index = index
         self.args = AppArgs.model_validate(args)
         self._model_version: str | None = None
+        remove_stale(self.args.staging_dir)
 
     async def _call(self, response: Any) -> Any:
         """Await a deployment response, turning an unreachable index or replica into 503."""
@@ -174,10 +175,9 @@ class SearchAPI:
     ) -> JSONResponse:
         version = await self._version()
         vid = video_id(sha, version)
-        if await self._call(self.index.exists.remote(vid)):
-            stored = await self._call(self.index.get.remote(vid))
-            if stored is not None:
-                return self._created(vid, False, stored["payload"])
+        stored = await self._call(self.index.get.remote(vid))
+        if stored is not None:  # the same bytes are indexed: answer without decoding
+            return self._created(vid, False, stored["payload"])
         outcome = await self.encoder.encode.remote(str(path))
         if outcome.error is not None:
             raise ApiError(415, "not_a_video", f"{name}: not a decodable video ({outcome.error})")

@@ -48,7 +48,7 @@ class AppArgs(Strict):
     )
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After of 503 answers")
     text_batch_size: int = Field(default=32, ge=1)
-    text_batch_wait_s: float = Field(default=0.005, ge=0)
+    text_batch_wait_s: float = Field(default=0.002, ge=0)
     video_batch_size: int = Field(default=8, ge=1)
     video_batch_wait_s: float = Field(default=0.05, ge=0)
     ingress_cpus: float = Field(default=0.1, gt=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 FILE_FIELD = "file"
+STAGED_PREFIX, STAGED_SUFFIX = "upload-", ".part"
+STALE_AFTER_S = 3600.0  # staged files older than this were left by a crashed request
 MAX_FIELD_BYTES = 64 * 1024  # per text field
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries on top of the file itself
 
@@ -151,7 +154,7 @@ async def stage_upload(
             413, "too_large", f"upload of {content_length} bytes is over the {max_bytes}-byte cap"
         )
     staging_dir.mkdir(parents=True, exist_ok=True)
-    sink = _PartSink(staging_dir / f"upload-{uuid.uuid4().hex}.part", max_bytes)
+    sink = _PartSink(staging_dir / f"{STAGED_PREFIX}{uuid.uuid4().hex}{STAGED_SUFFIX}", max_bytes)
     parser = MultipartParser(boundary, sink.callbacks())
     try:
         async for chunk in stream:
@@ -178,3 +181,16 @@ def remove_quietly(path: Path | str | None) -> None:
     if path is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def remove_stale(staging_dir: Path, older_than_s: float = STALE_AFTER_S) -> int:
+    """Delete staged uploads left behind by a crashed process (older than `older_than_s`)."""
+    if not staging_dir.is_dir():
+        return 0
+    cutoff, removed = time.time() - older_than_s, 0
+    for path in staging_dir.glob(f"{STAGED_PREFIX}*{STAGED_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed

@@ -128,16 +128,19 @@ def test_outside_roots_and_locked_index_fail_clearly(ray_local, library, tmp_pat
 
 def test_stages_run_without_ray(library):
     """The Ray Data stages are plain callables on dicts of numpy arrays; broken files are dropped."""
-    from ray_jobs.ingest import list_sources
-    from ray_jobs.ingest_stages import DecodeVideos, EncodeVideos, hash_files
+    from ray_jobs.ingest import Source, hash_sources, list_sources
+    from ray_jobs.ingest_stages import DecodeVideos, EncodeVideos
 
     cfg = load_config(TINY)
     sources, roots = list_sources(library, cfg)
     assert roots == [library.resolve()] and len(sources) == GOOD + 5
     paths = [str(library / "sub" / s.path.name) for s in sources if s.source.startswith("sub/")][:2]
     batch = {"path": np.array(paths + [str(library / "notes.mp4")], dtype=object)}
-    batch = hash_files(batch)
-    assert batch["sha256"][0] == content_hash(paths[0])
+    hashes = hash_sources(
+        [Source(Path(p), p, p) for p in batch["path"]] + [Source(library / "gone.mp4", "", "")]
+    )
+    assert hashes[0] == content_hash(paths[0]) and hashes[-1] == ""
+    batch["sha256"] = np.array(hashes[:3], dtype=object)
     for key in ("source", "title", "metadata"):
         batch[key] = np.array(["x"] * 3 if key != "metadata" else ["{}"] * 3, dtype=object)
     decoded = DecodeVideos(cfg.model_dump(mode="json"))(batch)

@@ -70,3 +70,19 @@ def test_malformed_is_400(tmp_path, body, ctype):
     assert e.value.status == 400
     staging = tmp_path / "staging"
     assert not staging.exists() or not list(staging.glob("*"))
+
+
+def test_stale_staged_files_are_removed(tmp_path):
+    import os
+    import time
+
+    from serve.upload import remove_stale
+
+    old, fresh, other = tmp_path / "upload-a.part", tmp_path / "upload-b.part", tmp_path / "keep.txt"
+    for p in (old, fresh, other):
+        p.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    os.utime(other, (time.time() - 7200, time.time() - 7200))
+    assert remove_stale(tmp_path) == 1
+    assert not old.exists() and fresh.exists() and other.exists()
+    assert remove_stale(tmp_path / "missing") == 0

@@ -1,0 +1,350 @@
+"""Serving benchmark: search latency per mode at N indexed videos, rerank vs exact agreement, and
+ingestion throughput versus decoding alone. Figures, not tests.
+
+    python -m benchmarks.serve_bench --out out/serve_bench.json                 # tiny model, D=64
+    python -m benchmarks.serve_bench --out out/b.json --config configs/msrvtt.yaml \
+        model.clip.pretrained=null model.selector.backbone_weights=null           # ViT-B-32, D=512
+
+1. Index: N synthetic videos (default 100000) go straight in through `VideoIndex.upsert`, each
+   with 12 frame vectors around a random topic and the normalised mean as its video vector (so
+   queries have real matches and rerank's prefetch is a fair test); queries are noisy frames.
+   Latency of `VideoIndex.search` per mode, and how often rerank's top 10 equals exact's (exact
+   computed by brute force over the same arrays, checked against the index's own exact mode).
+2. Serve: the real app on that index; HTTP GET /search latency per mode (text encoding included)
+   against the floor of an ingress answering alone (GET /openapi.json).
+3. Ingestion: videos/s of decoding alone, of the in-process ingestion path (decode, encode,
+   upsert) and of the Ray Data bulk job, on the same synthetic files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adaclip.config import Config, load_config
+from adaclip.encoding import content_hash, decode_for_model, encode_decoded, load_encoder_model, to_indexed
+from adaclip.index import IndexedVideo, VideoIndex, open_index, video_id
+from adaclip.index.rescoring import query_scoring_scores
+
+MODES = ("fast", "rerank", "exact")
+TEXTS = ["a small red circle in the top left", "a big blue square", "a green triangle appears in the middle"]
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms)
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "n": len(a),
+    }
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+# ---- 1. index -----------------------------------------------------------------------------------
+
+
+def synthetic_videos(n: int, k: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """frames (n, k, D) around one random topic per video; video vectors (n, D) = unit mean."""
+    rng = np.random.default_rng(seed)
+    frames = np.empty((n, k, dim), np.float32)
+    for at in range(0, n, 10000):
+        m = min(10000, n - at)
+        topic = rng.standard_normal((m, 1, dim), dtype=np.float32)
+        chunk = topic + 1.2 * rng.standard_normal((m, k, dim), dtype=np.float32)
+        frames[at : at + m] = chunk / np.linalg.norm(chunk, axis=-1, keepdims=True)
+    video = frames.mean(axis=1)
+    return frames, video / np.linalg.norm(video, axis=-1, keepdims=True)
+
+
+def synthetic_queries(frames: np.ndarray, q: int, seed: int, kind: str = "video") -> np.ndarray:
+    """Noisy queries with a true match (cosine ~0.7 to it): `video` queries sit near a video's mean
+    (the text describes the whole clip), `moment` queries near one of its frames (one instant)."""
+    rng = np.random.default_rng(seed + (1 if kind == "video" else 2))
+    rows = rng.integers(len(frames), size=q)
+    if kind == "video":
+        picks = frames[rows].mean(axis=1)
+    else:
+        picks = frames[rows, rng.integers(frames.shape[1], size=q)]
+    picks = picks / np.linalg.norm(picks, axis=-1, keepdims=True)
+    noisy = picks + rng.standard_normal(picks.shape, dtype=np.float32) / np.sqrt(frames.shape[-1])
+    return noisy / np.linalg.norm(noisy, axis=-1, keepdims=True)
+
+
+def ids_of(n: int, version: str) -> list[str]:
+    return [video_id(f"bench-{i:08d}", version) for i in range(n)]
+
+
+def fill_index(index: VideoIndex, frames: np.ndarray, video: np.ndarray, ids: list[str]) -> float:
+    """Upsert everything through the index API, then optimise; seconds taken."""
+    start = time.perf_counter()
+    stamps = [float(t) for t in np.arange(frames.shape[1])]
+    for at in range(0, len(ids), 1000):
+        index.upsert(
+            [
+                IndexedVideo(
+                    ids[i], video[i], frames[i], {"source": f"bench/{i}.mp4", "frame_timestamps": stamps}
+                )
+                for i in range(at, min(at + 1000, len(ids)))
+            ]
+        )
+    index.optimize()
+    return time.perf_counter() - start
+
+
+def exact_top(frames: np.ndarray, query: np.ndarray, k: int, temperature: float, ids: list[str]) -> list[str]:
+    """Brute-force query scoring over every video (the `exact` reference), top k ids."""
+    scores = np.concatenate(
+        [
+            query_scoring_scores(query, list(frames[at : at + 20000]), temperature)
+            for at in range(0, len(frames), 20000)
+        ]
+    )
+    return [ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+def bench_index(index: VideoIndex, frames, queries, ids, args, temperature: float) -> dict[str, Any]:
+    """Latency per mode (and rerank with a 10x prefetch), and rerank's agreement with exact."""
+    out: dict[str, Any] = {}
+    wide = 10 * index.rerank_candidates
+    runs = [(m, m, None) for m in MODES] + [(f"rerank@{wide}", "rerank", wide)]
+    for name, mode, cands in runs:
+        qs = queries[: args.exact_queries] if mode == "exact" else queries[: args.queries]
+        out[name] = percentiles(
+            [
+                timed(
+                    lambda q=q, m=mode, c=cands: index.search(
+                        q, 10, m, candidates=c, temperature=temperature
+                    ),
+                    1,
+                )[0]
+                for q in qs
+            ]
+        )
+    for q in queries[: min(2, args.exact_queries)]:  # the index's exact mode is the brute force
+        found = [h.id for h in index.search(q, 10, "exact", temperature=temperature)]
+        assert found == exact_top(frames, q, 10, temperature, ids)
+    for kind in ("video", "moment"):
+        checked = synthetic_queries(frames, args.agreement_queries, args.seed, kind)
+        exact = [exact_top(frames, q, 10, temperature, ids) for q in checked]
+        for cands in (index.rerank_candidates, wide):
+            same, overlap = 0, 0.0
+            for q, best in zip(checked, exact, strict=True):
+                rerank = [
+                    h.id for h in index.search(q, 10, "rerank", candidates=cands, temperature=temperature)
+                ]
+                same += rerank == best
+                overlap += len(set(rerank) & set(best)) / 10
+            out[f"rerank@{cands}_vs_exact_{kind}_queries"] = {
+                "top10_equal_share": round(same / max(1, len(checked)), 4),
+                "mean_top10_overlap": round(overlap / max(1, len(checked)), 4),
+                "queries": len(checked),
+            }
+    return out
+
+
+# ---- 2. serve -----------------------------------------------------------------------------------
+
+
+def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, args) -> dict[str, Any]:
+    import httpx
+    import ray
+    from ray import serve
+
+    from serve.app import build_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app_args = {
+            "config": cfg_path,
+            "overrides": [*overrides, f"index.path={index_dir}"],
+            "seed": args.seed,
+        }
+        serve.run(build_app(app_args), name="bench", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=600) as client:
+            assert client.get("/healthz").status_code == 200
+            for _ in range(10):  # warm up both hops and the text batcher
+                client.get("/search", params={"q": TEXTS[0], "k": 10, "mode": "fast"})
+            out: dict[str, Any] = {
+                "floor_ingress_only": percentiles(timed(lambda: client.get("/openapi.json"), args.queries))
+            }
+            for mode in MODES:
+                n = args.exact_queries if mode == "exact" else args.queries
+                texts = iter(TEXTS * n)
+                out[mode] = percentiles(
+                    timed(
+                        lambda m=mode, t=texts: client.get(
+                            "/search", params={"q": next(t), "k": 10, "mode": m}
+                        ),
+                        n,
+                    )
+                )
+        return out
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+# ---- 3. ingestion -------------------------------------------------------------------------------
+
+
+def bench_ingest(cfg: Config, cfg_path: str | None, overrides: list[str], work: Path, args) -> dict[str, Any]:
+    import shutil
+
+    from adaclip.data.synth import make_corpus
+
+    work = work / "ingest"
+    shutil.rmtree(work, ignore_errors=True)  # fresh indexes: a resumed job would skip everything
+    make_corpus(work / "corpus", videos=args.ingest_videos, seed=args.seed)
+    files = sorted((work / "corpus" / "videos").glob("*.mp4"))
+    start = time.perf_counter()
+    decoded = [decode_for_model(f, cfg) for f in files]
+    decode_s = time.perf_counter() - start
+
+    model = load_encoder_model(cfg, None, "cuda" if torch.cuda.is_available() else "cpu", args.seed)
+    icfg = cfg.index.model_copy(update={"path": work / "inproc-index"})
+    start = time.perf_counter()
+    with open_index(icfg, int(model.embed_dim), model.model_version) as index:
+        for at in range(0, len(files), 8):
+            batch = files[at : at + 8]
+            encoded = encode_decoded(model, [decode_for_model(f, cfg) for f in batch])
+            index.upsert(
+                [
+                    to_indexed(e, content_hash(f), model.model_version, f.name)
+                    for f, e in zip(batch, encoded, strict=True)
+                ]
+            )
+    inproc_s = time.perf_counter() - start
+    del decoded
+
+    from ray_jobs.ingest import ingest, parse_args
+
+    job_args = parse_args(
+        [
+            str(work / "corpus" / "videos"),
+            *overrides,
+            f"index.path={work / 'job-index'}",
+            "--json",
+            f"--seed={args.seed}",
+        ]
+        + (["--config", cfg_path] if cfg_path else [])
+    )
+    result = ingest(job_args)
+    n = len(files)
+    return {
+        "videos": n,
+        "decode_only_videos_per_s": round(n / decode_s, 2),
+        "inprocess_ingest_videos_per_s": round(n / inproc_s, 2),
+        "ray_data_job_videos_per_s": result["videos_per_s"],
+        "ray_data_job_pipeline_videos_per_s": round(
+            result["ingested"] / max(result["pipeline_seconds"], 1e-9), 2
+        ),
+        "ray_data_job_seconds_incl_startup": result["seconds"],
+    }
+
+
+# ---- main -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="serve_bench", description=__doc__.split("\n")[0])
+    p.add_argument("overrides", nargs="*", help="config overrides (the model sets D and the text encoder)")
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"))
+    p.add_argument("--videos", type=int, default=100_000)
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--queries", type=int, default=200, help="timed fast/rerank queries")
+    p.add_argument("--exact-queries", type=int, default=5, help="timed exact queries (each scans everything)")
+    p.add_argument("--agreement-queries", type=int, default=100)
+    p.add_argument("--ingest-videos", type=int, default=48)
+    p.add_argument("--skip", action="append", default=[], choices=["index", "serve", "ingest"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
+    p.add_argument("--out", required=True, help="JSON results path")
+    return p.parse_intermixed_args(argv)
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [f"serve bench: {r['videos']} videos x {r['frames']} frames, D={r['dim']} ({r['device']})"]
+    for part in ("index", "serve"):
+        for mode, v in (r.get(part) or {}).items():
+            if "p50_ms" in v:
+                lines.append(
+                    f"  {part:<6} {mode:<20} p50 {v['p50_ms']:>9.2f} ms  p99 {v['p99_ms']:>9.2f} ms  (n={v['n']})"
+                )
+    for key, a in (r.get("index") or {}).items():
+        if key.endswith("_queries"):
+            what = key.replace("_vs_exact_", " vs exact, ").replace("_queries", " queries")
+            lines.append(
+                f"  {what}: top-10 equal {a['top10_equal_share']:.0%}, "
+                f"mean overlap {a['mean_top10_overlap']:.0%} ({a['queries']} queries)"
+            )
+    if "build_s" in r:
+        lines.append(
+            f"  build: {r['build_s']:.1f} s ({r['videos'] / r['build_s']:.0f} videos/s incl. optimise)"
+        )
+    for key, value in (r.get("ingest") or {}).items():
+        lines.append(f"  ingest {key}: {value}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="serve-bench-"))
+    model = load_encoder_model(cfg, None, "cpu", args.seed)
+    dim, version, temperature = int(model.embed_dim), model.model_version, cfg.model.qscore_temperature
+    del model
+    result: dict[str, Any] = {
+        "videos": args.videos,
+        "frames": args.frames,
+        "dim": dim,
+        "device": "cpu" if not torch.cuda.is_available() else "cuda",
+    }
+    index_dir = work / "index"
+    if "index" not in args.skip or "serve" not in args.skip:
+        frames, video = synthetic_videos(args.videos, args.frames, dim, args.seed)
+        ids = ids_of(args.videos, version)
+        with open_index(cfg.index.model_copy(update={"path": index_dir}), dim, version) as index:
+            if index.count() != args.videos:
+                result["build_s"] = round(fill_index(index, frames, video, ids), 2)
+            if "index" not in args.skip:
+                queries = synthetic_queries(frames, args.queries, args.seed)
+                result["index"] = bench_index(index, frames, queries, ids, args, temperature)
+        del frames, video
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))  # partial results survive a later failure
+    if "serve" not in args.skip:
+        result["serve"] = bench_serve(args.config, args.overrides, index_dir, args)
+        out.write_text(json.dumps(result, indent=1))
+    if "ingest" not in args.skip:
+        result["ingest"] = bench_ingest(cfg, args.config, args.overrides, work, args)
+        out.write_text(json.dumps(result, indent=1))
+    print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
