@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
@@ -50,6 +50,7 @@ app = FastAPI(
 )
 install_error_handlers(app)
 
+SEARCH_PAGE = Path(__file__).with_name("static") / "index.html"
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 404, 413, 415, 422, 503)}
 UPLOAD_BODY = {
     "requestBody": {
@@ -235,6 +236,11 @@ class SearchAPI:
         return SearchResponse(query=q, mode=mode, k=k, took_ms=round(took, 3), results=results)
 
     # ---- operations ----------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def home(self) -> HTMLResponse:
+        """A one-page search UI over GET /search."""
+        return HTMLResponse(SEARCH_PAGE.read_text(encoding="utf-8"))
 
     @app.get("/healthz", response_model=HealthResponse, responses=ERRORS)
     async def healthz(self) -> HealthResponse:

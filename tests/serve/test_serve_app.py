@@ -243,6 +243,12 @@ def test_bad_requests(app, uploaded):
     )
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
     assert httpx.get(f"{app.url}/docs", timeout=30).status_code == 200
+    page = httpx.get(f"{app.url}/", timeout=30)
+    assert (
+        page.status_code == 200
+        and "search?" in page.text
+        and page.headers["content-type"].startswith("text/html")
+    )
     assert "/search" in httpx.get(f"{app.url}/openapi.json", timeout=30).json()["paths"]
 
 
