@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
@@ -27,6 +27,7 @@ from adaclip.encoding import KEY_CONTENT_HASH, content_hash, to_indexed
 from adaclip.errors import IndexUnavailableError
 from adaclip.index import KEY_DURATION, KEY_SOURCE, KEY_TIMESTAMPS, KEY_TITLE, video_id
 from serve.http_errors import ApiError, install_error_handlers
+from serve.media import MediaStore, thumbnail_png
 from serve.schemas import (
     MAX_K,
     AppArgs,
@@ -108,6 +109,7 @@ class SearchAPI:
         self.index = index
         self.args = AppArgs.model_validate(args)
         self._model_version: str | None = None
+        self.media = MediaStore(self.args.media_dir)
         remove_stale(self.args.staging_dir)
 
     async def _call(self, response: Any) -> Any:
@@ -178,11 +180,13 @@ class SearchAPI:
         vid = video_id(sha, version)
         stored = await self._call(self.index.get.remote(vid))
         if stored is not None:  # the same bytes are indexed: answer without decoding
+            await asyncio.to_thread(self.media.keep, vid, path, name)
             return self._created(vid, False, stored["payload"])
         outcome = await self.encoder.encode.remote(str(path))
         if outcome.error is not None:
             raise ApiError(415, "not_a_video", f"{name}: not a decodable video ({outcome.error})")
         item = to_indexed(outcome.video, sha, version, source, title, metadata)
+        await asyncio.to_thread(self.media.keep, vid, path, name)  # for the page's player
         created, payload = await self._call(self.index.add.remote(item))
         return self._created(vid, created, payload)
 
@@ -212,7 +216,27 @@ class SearchAPI:
         """Remove a video from the index."""
         if not await self._call(self.index.delete.remote(video_id)):
             raise ApiError(404, "not_found", f"no video with id {video_id!r}")
+        self.media.remove(video_id)
         return VideoDeleted(id=video_id)
+
+    def _media(self, video_id: str) -> Path:
+        path = self.media.find(video_id)
+        if path is None:
+            raise ApiError(404, "not_found", f"no stored file for video {video_id!r}")
+        return path
+
+    @app.get("/videos/{video_id}/media", responses=ERRORS)
+    async def get_media(self, video_id: str) -> FileResponse:
+        """The video file itself (range requests supported), for playback from a moment."""
+        return FileResponse(self._media(video_id))
+
+    @app.get("/videos/{video_id}/thumbnail", responses=ERRORS)
+    async def get_thumbnail(
+        self, video_id: str, t: float = Query(0.0, ge=0, description="seconds into the video")
+    ) -> Response:
+        """A PNG of the frame at `t` seconds (the search page shows the best-matching moment)."""
+        png = await asyncio.to_thread(thumbnail_png, self._media(video_id), t)
+        return Response(png, media_type="image/png")
 
     # ---- search --------------------------------------------------------------------------------
 

@@ -41,6 +41,10 @@ class AppArgs(Strict):
         default=Path("data/staging"),
         description="uploads are streamed here; must be shared by ingress and encoders",
     )
+    media_dir: Path = Field(
+        default=Path("data/media"),
+        description="indexed videos' files, for playback and thumbnails; shared by ingress replicas",
+    )
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="larger uploads get 413")
     ingest_roots: list[Path] = Field(
         default_factory=list,
@@ -58,7 +62,7 @@ class AppArgs(Strict):
     encoder_max_replicas: int = Field(default=2, ge=1)
     index_replicas: int = Field(default=1, ge=1, description="must be 1 for the embedded edge backend")
 
-    @field_validator("config", "checkpoint", "staging_dir")
+    @field_validator("config", "checkpoint", "staging_dir", "media_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
