@@ -89,7 +89,7 @@ class DecodeClips:
         self.failures: dict[str, str] = {}
 
     def decode(self, path: str) -> DecodedVideo:
-        cached = self.cache.get(path) if self.cache else None
+        cached = self.cache.get(path) if self.cache is not None else None
         if cached is not None:
             return cached
         video = decode_video(
@@ -101,7 +101,7 @@ class DecodeClips:
             selector_grayscale=self.settings["grayscale"],
             rng=self.rng,
         )
-        if self.cache:
+        if self.cache is not None:  # not `if self.cache`: an empty FrameCache has len 0
             self.cache.put(path, video)
         return video
 

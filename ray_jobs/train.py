@@ -29,6 +29,7 @@ from torch import nn
 from adaclip.checkpoint import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
 from adaclip.config import Config
 from adaclip.data.annotations import caption_table
+from adaclip.errors import DataError
 from adaclip.evaluation import embed_texts, embed_videos, retrieval_metrics
 from adaclip.models import AdaCLIP, VideoEmbedding
 from adaclip.ops import k_schedule, symmetric_contrastive_loss, tau_schedule
@@ -120,8 +121,11 @@ def validate(
     return retrieval_metrics(model, embed_texts(model, texts), caption_to_video, videos)
 
 
-def train_loop_per_worker(loop: dict[str, Any]) -> None:
-    """Build, resume, then train/validate/report each epoch (Ray Train's fixed loop shape)."""
+def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
+    """Build, resume, then train/validate/report each epoch (Ray Train's fixed loop shape).
+
+    Returns this worker's metrics of every epoch it ran (rank 0's reach `Result.return_value`).
+    """
     cfg = Config.model_validate(loop["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -136,10 +140,13 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
         optimizer, lr_lambda(total_steps, cfg.train.warmup_proportion)
     )
     start_epoch, best_r1 = 0, -1.0
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint, state = ray.train.get_checkpoint(), None  # set when Ray retries within this run
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = read_checkpoint(d)
+    elif loop["resume_from"]:  # a re-run after the job was killed: <output_dir>/last
+        state = read_checkpoint(loop["resume_from"])
+    if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -148,6 +155,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
         RetrievalStep(model), parallel_strategy_kwargs={"find_unused_parameters": True}
     )
     per_worker = cfg.train.batch_size // world
+    history: list[dict[str, Any]] = []
     for epoch in range(start_epoch, cfg.train.epochs):
         start = time.perf_counter()
         shard = ray.train.get_dataset_shard("train")
@@ -187,6 +195,8 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(last.parent))
         else:
             ray.train.report(metrics)
+        history.append(metrics)
+    return history
 
 
 def steps_per_epoch(records, cfg: Config) -> int:
@@ -209,6 +219,8 @@ def build_trainer(cfg: Config, tally_name: str) -> ray.train.torch.TorchTrainer:
             "val_c2v": c2v,
             "tally": tally_name,
             "output_dir": str(output),
+            # Train v2 dropped `resume_from_checkpoint` (it raises): the workers load it themselves.
+            "resume_from": str(last) if (last / CHECKPOINT_FILE).exists() else None,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
@@ -228,9 +240,6 @@ def build_trainer(cfg: Config, tally_name: str) -> ray.train.torch.TorchTrainer:
             "val": clips_dataset(val_records, cfg, train=False, tally_name=tally_name),
         },
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        resume_from_checkpoint=ray.train.Checkpoint.from_directory(last)
-        if (last / CHECKPOINT_FILE).exists()
-        else None,
     )
 
 
@@ -239,11 +248,20 @@ def run_training(cfg: Config) -> dict[str, Any]:
     tally_name = f"{TALLY_NAME}-{uuid.uuid4().hex[:8]}"
     tally = ErrorTally.options(name=tally_name).remote()  # held here so it lives as long as the run
     ray.get(tally.summary.remote())
-    result = build_trainer(cfg, tally_name).fit()
+    try:
+        result = build_trainer(cfg, tally_name).fit()
+    except ray.train.TrainingFailedError as e:
+        try:  # too many corrupt videos is the usual cause: raise that, not Ray's worker traceback
+            check_error_ratio(ray.get(tally.summary.remote()), cfg.data.max_error_ratio)
+        except DataError as data_error:
+            raise data_error from e
+        raise
     output = Path(cfg.train.output_dir).resolve()
     decode = ray.get(tally.summary.remote())
+    check_error_ratio(decode, cfg.data.max_error_ratio)  # the workers may have checked a stale count
     return {
-        "metrics": result.metrics,
+        "metrics": result.metrics or {},  # None when a resumed run had no epoch left
+        "history": result.return_value or [],  # per-epoch metrics of this run (a resumed run starts late)
         "last": str(output / "last"),
         "best": str(output / "best"),
         "decode_failures": decode["failures"],
