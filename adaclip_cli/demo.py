@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--pretrain-pairs", type=int, default=3000, help="synthetic image-caption pairs")
+    parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--stop", action="store_true", help="stop after the queries instead of serving on")
     parser.add_argument("overrides", nargs="*", help="config overrides for training, e.g. train.epochs=10")
     return parser.parse_args(argv)
@@ -75,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     corpus = ensure_corpus(work / "synth", args.videos, args.seed)
 
     step(2, "pre-training the tiny CLIP on synthetic image-caption pairs")
-    clip = ensure_pretrained_clip(work / "tiny-clip.pt", args.config, 3000, 15, args.seed)
+    clip = ensure_pretrained_clip(
+        work / "tiny-clip.pt", args.config, args.pretrain_pairs, args.pretrain_epochs, args.seed
+    )
 
     step(3, "training AdaCLIP (learned selection) and the uniform baseline with Ray Train")
     variants = {name: VARIANTS[name] for name in ("learned", "uniform")}
