@@ -61,7 +61,9 @@ def test_missing_file_and_bad_override_syntax(tmp_path):
 
 def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(None, ["data.video_root=videos", "model.clip.pretrained=clip.pt", "train.output_dir=runs/x"])
+    cfg = load_config(
+        None, ["data.video_root=videos", "model.clip.pretrained=clip.pt", "train.output_dir=runs/x"]
+    )
     assert cfg.data.video_root == tmp_path / "videos"
     assert cfg.train.output_dir == tmp_path / "runs" / "x"
     assert cfg.model.clip.pretrained == str(tmp_path / "clip.pt")
