@@ -105,7 +105,15 @@ class DataConfig(Strict):
     caption_mode: Literal["concat", "random", "all"] = "random"
     max_text_tokens: int = Field(default=32, ge=4, le=512)
     clip_size: int = Field(default=224, ge=8)
-    cache_dir: Path | None = Field(default=None, description="decoded-frame cache; None disables it")
+    cache_dir: Path | None = Field(
+        default=None,
+        description="decoded-frame store (decode once, stream every epoch); None decodes every epoch",
+    )
+    random_pool_factor: int = Field(
+        default=4,
+        ge=1,
+        description="random sampling with a store: frames stored per video, in multiples of num_frames",
+    )
     max_error_ratio: float = Field(
         default=0.05, ge=0, le=1, description="fail a job past this share of bad videos"
     )

@@ -30,7 +30,8 @@ from adaclip.index import (
     video_id,
 )
 from adaclip.models import AdaCLIP
-from adaclip.video.decode import DecodedVideo, decode_video
+from adaclip.video.decode import DecodedVideo
+from adaclip.video.settings import DecodeSettings
 
 HASH_CHUNK = 1 << 20  # bytes read per step when hashing a file
 KEY_CONTENT_HASH = "content_hash"
@@ -48,6 +49,38 @@ class EncodedVideo:
     duration: float  # seconds
     fps: float
     num_video_frames: int
+
+    @staticmethod
+    def columns(videos: Sequence[EncodedVideo | None], dim: int, k: int) -> dict[str, np.ndarray]:
+        """Batch columns of encoded videos; a None (a video that failed) gives a zero row."""
+        n = len(videos)
+        out = {
+            "video": np.zeros((n, dim), np.float32),
+            "frames": np.zeros((n, k, dim), np.float32),
+            "frame_indices": np.zeros((n, k), np.int64),
+            "frame_timestamps": np.zeros((n, k), np.float64),
+            "duration": np.zeros(n, np.float64),
+            "fps": np.zeros(n, np.float64),
+            "num_video_frames": np.zeros(n, np.int64),
+        }
+        for i, video in enumerate(videos):
+            if video is not None:
+                for key, values in out.items():
+                    values[i] = getattr(video, key)
+        return out
+
+    @classmethod
+    def from_columns(cls, batch: dict[str, np.ndarray], i: int) -> EncodedVideo:
+        """Row `i` of batch columns made by `columns`."""
+        return cls(
+            video=batch["video"][i],
+            frames=batch["frames"][i],
+            frame_indices=batch["frame_indices"][i],
+            frame_timestamps=batch["frame_timestamps"][i],
+            duration=float(batch["duration"][i]),
+            fps=float(batch["fps"][i]),
+            num_video_frames=int(batch["num_video_frames"][i]),
+        )
 
 
 def content_hash(path: str | Path, chunk: int = HASH_CHUNK) -> str:
@@ -93,15 +126,7 @@ def decode_for_model(path: str | Path, cfg: Config) -> DecodedVideo:
 
     Raises VideoDecodeError for a missing, empty, truncated, corrupt or non-video file.
     """
-    sampling = cfg.data.eval_sampling if cfg.data.eval_sampling != "random" else "segment"
-    return decode_video(
-        path,
-        num_frames=cfg.model.num_frames,
-        sampling=sampling,
-        clip_size=cfg.data.clip_size,
-        selector_size=cfg.model.selector.input_size,
-        selector_grayscale=cfg.model.selector.grayscale,
-    )
+    return DecodeSettings.from_config(cfg, train=False).decode(path)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -21,6 +22,7 @@ def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML config (configs/*.yaml); defaults apply when omitted")
     parser.add_argument("overrides", nargs="*", help="config overrides such as model.top_k=8 train.epochs=2")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own progress bars and logs")
     return parser
 
 
@@ -28,14 +30,32 @@ def config_from(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 
 
-def init_ray(num_cpus: int | None = None) -> None:
+def quiet_ray(verbose: bool = False) -> None:
+    """Keep Ray's progress bars and INFO logs in its log files (unless `verbose`), so a terminal
+    shows our own progress; they stay in /tmp/ray/session_latest/logs."""
+    if verbose:
+        return
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    for name in ("ray", "ray.data", "ray.train", "ray.serve", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def init_ray(num_cpus: int | None = None, verbose: bool = False) -> None:
     """Join the cluster named by RAY_ADDRESS (as `ray job submit` sets it) or start a local Ray."""
+    quiet_ray(verbose)
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+        )
 
 
 def read_split(cfg: Config, split: str) -> list[VideoRecord]:

@@ -3,7 +3,7 @@
     adaclip eval --checkpoint runs/tiny/best [key=value ...] [--split test] [--json] [--plots DIR]
     adaclip eval --config configs/zeroshot-msrvtt.yaml model.aggregation=qscore
 
-Ray Data decodes the videos on CPU workers; the driver encodes them (chunked, so 120 frames per
+Ray Data decodes the videos on CPU workers (or reads them from the frame store); the driver encodes them (chunked, so 120 frames per
 video stay in bounded memory) and reports text-to-video and video-to-text metrics, GFLOPs per
 video and frames kept. Overrides apply on top of the checkpoint's own config, so the aggregation
 (mean, mlp, qscore with its temperature and variant) can be chosen at evaluation time.
@@ -24,7 +24,7 @@ from adaclip.evaluation import embed_texts, embed_videos, retrieval_metrics
 from adaclip.models import AdaCLIP
 from adaclip.models.flops import gflops_per_video
 from ray_jobs.common import emit, init_ray, job_parser, read_split
-from ray_jobs.data import clips_dataset
+from ray_jobs.data import eval_batches, eval_dataset
 
 
 def load_for_eval(
@@ -54,7 +54,7 @@ def evaluate(model: AdaCLIP, cfg: Config, split: str, batch_size: int | None = N
     records = read_split(cfg, split)
     texts, caption_to_video = caption_table(records)
     batch = batch_size or max(1, min(cfg.train.eval_batch_size, 2048 // cfg.model.num_frames))
-    stream = clips_dataset(records, cfg, train=False).iter_batches(batch_size=batch, batch_format="numpy")
+    stream = eval_batches(eval_dataset(records, cfg)[0], batch)
     videos = embed_videos(model, stream)
     result = retrieval_metrics(model, embed_texts(model, texts), caption_to_video, videos)
     result.update(
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --checkpoint or --config")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, cfg = load_for_eval(args.checkpoint, args.config, args.overrides, device)
-    init_ray()
+    init_ray(verbose=args.verbose)
     result = evaluate(model, cfg, args.split or cfg.data.test_split)
     if args.plots:
         from adaclip.plots import plot_evaluation

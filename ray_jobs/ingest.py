@@ -5,8 +5,8 @@
 
 Pipeline: list the files (only below the allowed roots) -> hash them (driver threads) ->
 drop ids already in the index (UUID5 of content hash and model version: a second run skips
-everything, before decoding anything) -> decode N frames on CPU workers (`DecodeVideos`, corrupt
-files are counted and skipped) -> encode in an actor pool, on GPUs when the cluster has them
+everything, before decoding anything) -> decode N frames in Ray Data tasks on CPU workers (corrupt
+files, and files that kill their worker, are recorded and skipped) -> encode in an actor pool, on GPUs when the cluster has them
 (`EncodeVideos`) -> batched upserts from the driver. The same single-video code as the Serve app
 (`adaclip.encoding`) computes every vector, so bulk and uploaded videos are interchangeable.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,13 +36,14 @@ from adaclip.data.annotations import read_annotations
 from adaclip.encoding import EncodedVideo, content_hash, load_encoder_model, resolve_config, to_indexed
 from adaclip.errors import ConfigError, DataError, IndexUnavailableError
 from adaclip.index import VideoIndex, open_index, video_id
+from adaclip.video.settings import DecodeSettings
 from ray_jobs.common import config_from, emit, init_ray
-from ray_jobs.data import ErrorTally
-from ray_jobs.ingest_stages import DecodeVideos, EncodeVideos
+from ray_jobs.data import DECODE_CPUS
+from ray_jobs.frame_store import DECODE_BATCH, WORKER_DIED, bounded_retries, decode_rows
+from ray_jobs.ingest_stages import EncodeVideos
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".3gp"}
 CHECKPOINT_KEY = "model.checkpoint"
-TALLY_NAME = "adaclip-ingest-errors"
 EXISTS_CHUNK = 1000  # ids per index.exists call
 HASH_THREADS = 8
 
@@ -120,7 +122,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="videos per encoder call")
     parser.add_argument("--upsert-batch", type=int, default=64, help="videos per index upsert")
     parser.add_argument(
-        "--decoders", type=int, default=None, help="decode workers (default train.decode_concurrency)"
+        "--decoders",
+        type=int,
+        default=None,
+        help="at most this many decode tasks at once (default: as many as the CPUs allow)",
     )
     parser.add_argument(
         "--encoders", type=int, default=1, help="encoder actors (one GPU each when there are GPUs)"
@@ -129,6 +134,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seed", type=int, default=0, help="seed of a random-init model (as the Serve app's seed)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own progress bars and logs")
     return parser.parse_intermixed_args(argv)
 
 
@@ -185,81 +191,84 @@ def plan(sources: list[Source], hashes: list[str], index: VideoIndex, version: s
     return result
 
 
-def encoded_dataset(rows: list[dict[str, Any]], cfg: Config, checkpoint: str | None, args, tally: str):
-    """Decode on CPU workers, then encode in an actor pool (GPU when the cluster has one)."""
+def encoded_dataset(rows: list[dict[str, Any]], cfg: Config, checkpoint: str | None, args):
+    """Decode in Ray Data tasks on CPU workers, then encode in an actor pool (GPU when the
+    cluster has one); failed files travel on as rows with ``error`` set."""
     gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    config = cfg.model_dump(mode="json")
+    settings = DecodeSettings.from_config(cfg, train=False)
     return (
-        ray.data.from_items(rows)
+        ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / DECODE_BATCH)))
         .map_batches(
-            DecodeVideos,
-            fn_constructor_kwargs={"config": config, "tally_name": tally},
-            batch_size=4,
-            concurrency=args.decoders or cfg.train.decode_concurrency,
-            num_cpus=0.5,
+            decode_rows,
+            fn_kwargs={"settings": settings.model_dump()},
+            batch_size=DECODE_BATCH,
+            num_cpus=DECODE_CPUS,
+            max_retries=1,
+            compute=ray.data.TaskPoolStrategy(size=args.decoders) if args.decoders else None,
         )
         .map_batches(
             EncodeVideos,
-            fn_constructor_kwargs={"config": config, "checkpoint": checkpoint, "seed": args.seed},
+            fn_constructor_kwargs={
+                "config": cfg.model_dump(mode="json"),
+                "checkpoint": checkpoint,
+                "seed": args.seed,
+            },
             batch_size=args.batch_size,
-            concurrency=args.encoders,
-            num_cpus=0.5,
+            compute=ray.data.ActorPoolStrategy(size=args.encoders),
+            num_cpus=DECODE_CPUS,
             num_gpus=gpus,
         )
     )
 
 
 def run_pipeline(todo, cfg, checkpoint, args, index: VideoIndex, version: str) -> tuple[int, dict[str, str]]:
-    """Stream encoded batches into the index: (videos upserted, decode failures)."""
+    """Stream encoded batches into the index: (videos upserted, failures by path).
+
+    A block whose decode task keeps dying (a hostile file crashing or exhausting its worker) is
+    skipped, not fatal: its files are reported as failed and a re-run retries them.
+    """
     if not todo:
         return 0, {}
-    tally_name = f"{TALLY_NAME}-{time.time_ns()}"
-    tally = ErrorTally.options(name=tally_name).remote()
     progress = tqdm(
         total=len(todo), unit="video", desc="ingest", disable=args.json or not sys.stderr.isatty()
     )
-    ingested = 0
+    ingested, failures, seen = 0, {}, set()
+    ctx = ray.data.DataContext.get_current()
+    previous, ctx.max_errored_blocks = ctx.max_errored_blocks, len(todo)
     try:
-        batches = encoded_dataset(todo, cfg, checkpoint, args, tally_name).iter_batches(
-            batch_size=args.upsert_batch, batch_format="numpy"
-        )
+        with bounded_retries():
+            dataset = encoded_dataset(todo, cfg, checkpoint, args)
+        batches = dataset.iter_batches(batch_size=args.upsert_batch, batch_format="numpy")
         for batch in batches:
+            seen.update(str(p) for p in batch["path"])
+            failures.update({str(p): str(e) for p, e in zip(batch["path"], batch["error"], strict=True) if e})
             items = to_items(batch, version)
-            index.upsert(items)
+            if items:
+                index.upsert(items)
             ingested += len(items)
-            progress.update(len(items))
-        failures = ray.get(tally.summary.remote())["failures"]
+            progress.update(len(batch["path"]))
     finally:
+        ctx.max_errored_blocks = previous
         progress.close()
-        ray.kill(tally)
+    failures.update({row["path"]: WORKER_DIED for row in todo if row["path"] not in seen})
     index.optimize()
     return ingested, failures
 
 
 def to_items(batch: dict[str, np.ndarray], version: str) -> list:
-    items = []
-    for i in range(len(batch["path"])):
-        encoded = EncodedVideo(
-            video=batch["video"][i],
-            frames=batch["frames"][i],
-            frame_indices=batch["frame_indices"][i],
-            frame_timestamps=batch["frame_timestamps"][i],
-            duration=float(batch["duration"][i]),
-            fps=float(batch["fps"][i]),
-            num_video_frames=int(batch["num_video_frames"][i]),
+    """Index points of the decoded rows of an encoded batch."""
+    return [
+        to_indexed(
+            EncodedVideo.from_columns(batch, i),
+            str(batch["sha256"][i]),
+            version,
+            str(batch["source"][i]),
+            str(batch["title"][i]),
+            json.loads(str(batch["metadata"][i]) or "{}") or None,
         )
-        meta = json.loads(str(batch["metadata"][i]) or "{}")
-        items.append(
-            to_indexed(
-                encoded,
-                str(batch["sha256"][i]),
-                version,
-                str(batch["source"][i]),
-                str(batch["title"][i]),
-                meta or None,
-            )
-        )
-    return items
+        for i in range(len(batch["path"]))
+        if not batch["error"][i]
+    ]
 
 
 def ingest(args: argparse.Namespace) -> dict[str, Any]:
@@ -274,7 +283,7 @@ def ingest(args: argparse.Namespace) -> dict[str, Any]:
     model = load_encoder_model(cfg, checkpoint, "cpu", args.seed)  # for its dim and model version
     version, dim = model.model_version, int(model.embed_dim)
     del model
-    init_ray()
+    init_ray(verbose=args.verbose)
     hashes = hash_sources(allowed)
     index = open_index(cfg.index, dim, version)
     try:

@@ -3,7 +3,8 @@
 Local:   adaclip train --config configs/tiny.yaml
 Cluster: ray job submit --working-dir . -- python -m ray_jobs.train --config configs/msrvtt.yaml
 
-Ray Data decodes frames on CPU workers and streams them into `TorchTrainer` workers (DDP). The
+Ray Data decodes every video once into the frame store (`ray_jobs.frame_store`) and streams the
+stored rows into `TorchTrainer` workers (DDP), in a new order every epoch. The
 loss is the symmetric cross-entropy over the global batch gathered from every worker. Each epoch
 ends with validation on rank 0, `ray.train.report` of the metrics from every rank and, on rank 0,
 a checkpoint; `<output_dir>/last` lets a killed job resume and `<output_dir>/best` keeps the best
@@ -15,52 +16,31 @@ from __future__ import annotations
 import math
 import shutil
 import time
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from adaclip.checkpoint import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
 from adaclip.config import Config
 from adaclip.data.annotations import caption_table
 from adaclip.errors import DataError
 from adaclip.evaluation import embed_texts, embed_videos, retrieval_metrics
-from adaclip.models import AdaCLIP, VideoEmbedding
-from adaclip.ops import k_schedule, symmetric_contrastive_loss, tau_schedule
+from adaclip.models import AdaCLIP
+from adaclip.ops import k_schedule, tau_schedule
+from adaclip.training import RetrievalTask
 from ray_jobs.common import config_from, emit, init_ray, job_parser, read_split
-from ray_jobs.data import TALLY_NAME, ErrorTally, check_error_ratio, clips_dataset
+from ray_jobs.data import check_error_ratio, eval_batches, eval_dataset, train_dataset, training_batches
 
-
-class RetrievalStep(nn.Module):
-    """The model's training forward in one call, so DDP sees (and syncs) every step."""
-
-    def __init__(self, model: AdaCLIP):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens, clip_frames, selector_frames, k: int, tau: float):
-        text = self.model.encode_text(tokens)  # (b, D)
-        video = self.model.encode_video(clip_frames, selector_frames, k=k, tau=tau)
-        # query scoring has no video vector: its frames are what the loss compares. The logit
-        # scale is returned too: DDP requires every parameter to be used inside forward.
-        scale = self.model.clip.logit_scale.exp()
-        return text, video.video if video.video is not None else video.frames, scale
-
-
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """All workers' rows in rank order; only this worker's rows carry gradients."""
-    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.detach().contiguous())
-    parts[dist.get_rank()] = x
-    return torch.cat(parts)
+Batch = dict[str, torch.Tensor]
+PREFETCH_BATCHES = 2
+SHUFFLE_BUFFER_BATCHES = 4  # local shuffle buffer, in batches
 
 
 def lr_lambda(total_steps: int, warmup: float):
@@ -76,31 +56,70 @@ def lr_lambda(total_steps: int, warmup: float):
     return factor
 
 
+def exact_batches(batches: Iterator[Batch], size: int, failed: list[int]) -> Iterator[Batch]:
+    """Batches of exactly `size` good rows; rows marked ``failed`` are dropped and their videos
+    appended to `failed`. Ray Data can hand out a short batch mid-stream when a local shuffle
+    buffer is used, and a short batch on one DDP worker only desynchronises the others."""
+    pending: list[Batch] = []
+    held = 0
+    for batch in batches:
+        bad = batch.pop("failed").bool()
+        if bad.any():
+            failed.extend(batch["video_index"][bad].tolist())
+            batch = {key: value[~bad] for key, value in batch.items()}
+        pending.append(batch)
+        held += len(batch["tokens"])
+        while held >= size:
+            rows = {key: torch.cat([p[key] for p in pending]) for key in pending[0]}
+            yield {key: value[:size] for key, value in rows.items()}
+            pending = [{key: value[size:] for key, value in rows.items()}]
+            held -= size
+
+
+def in_step(batches: Iterator[Batch], device: torch.device) -> Iterator[Batch]:
+    """Stop every worker at the same step: each step all workers agree that each has a batch.
+    The rest of the stream is drained, so the split stream still finishes its epoch."""
+    if ray.train.get_context().get_world_size() == 1:
+        yield from batches
+        return
+    while True:
+        batch = next(batches, None)
+        have = torch.tensor([batch is not None], dtype=torch.int32, device=device)
+        dist.all_reduce(have, op=dist.ReduceOp.MIN)
+        if not have.item():
+            break
+        yield batch
+    for _ in batches:
+        pass
+
+
+def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> Batch:
+    return {key: torch.from_numpy(value).to(device, non_blocking=True) for key, value in batch.items()}
+
+
 def train_epoch(
-    step_module, model: AdaCLIP, optimizer, scheduler, shard, cfg: Config, epoch: int, batch: int
+    task, model: AdaCLIP, optimizer, scheduler, shard, cfg: Config, epoch: int, batch: int, from_store: bool
 ):
-    """One pass over this worker's shard; returns the mean loss and samples seen."""
+    """One pass over this worker's shard: its statistics and the videos that failed to decode."""
     device = ray.train.torch.get_device()
     k = k_schedule(epoch, cfg.model.num_frames, cfg.model.top_k, cfg.train.k_warmup_epochs)
     tau = tau_schedule(epoch, cfg.train.init_tau, cfg.train.tau_decay, cfg.train.min_tau)
     world = ray.train.get_context().get_world_size()
     amp = cfg.train.precision == "amp" and device.type == "cuda"
-    step_module.train()
-    losses, samples = [], 0
-    for rows in shard.iter_torch_batches(batch_size=batch, drop_last=True, device=device):
+    task.train()
+    losses, samples, failed, first_batch_s = [], 0, [], None
+    start = time.perf_counter()
+    videos = shard.iter_batches(
+        batch_size=batch,
+        batch_format="numpy",
+        prefetch_batches=PREFETCH_BATCHES,
+        local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * batch,
+    )
+    stream = (to_torch(b, device) for b in training_batches(videos, cfg, keep_failed=not from_store))
+    for rows in in_step(exact_batches(stream, batch, failed), device):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            text, video, scale = step_module(
-                rows["tokens"], rows["clip_frames"], rows["selector_frames"], k, tau
-            )
-            text, video = gather_with_grad(text), gather_with_grad(video)
-            if video.dim() == 3:  # query scoring compares the (B, K, D) kept frames
-                embedding = VideoEmbedding(video=None, frames=video, indices=None, logits=None)
-            else:
-                embedding = VideoEmbedding(video=video, frames=None, indices=None, logits=None)
-            logits = scale.float() * model.similarity(text, embedding)
-            # DDP averages gradients over workers and each worker's only cover its own rows:
-            # scaling by the world size gives the gradient of the global-batch loss.
-            loss = symmetric_contrastive_loss(logits.float()) * world
+            loss = task(rows["tokens"], rows["clip_frames"], rows["selector_frames"], k, tau)
+        first_batch_s = first_batch_s or time.perf_counter() - start
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -109,7 +128,10 @@ def train_epoch(
         model.clamp_logit_scale()
         losses.append(loss.item() / world)
         samples += len(rows["tokens"]) * world
-    return (sum(losses) / len(losses) if losses else float("nan")), samples, k, tau
+    stats = {"loss": sum(losses) / len(losses) if losses else float("nan"), "k": k, "tau": tau}
+    stats.update(samples=samples, first_batch_s=first_batch_s, train_s=time.perf_counter() - start)
+    stats["steps_per_worker"] = steps_per_worker(len(losses), world, device)
+    return stats, set(failed)
 
 
 def validate(
@@ -117,7 +139,7 @@ def validate(
 ) -> dict[str, Any]:
     """Text-to-video and video-to-text metrics on the validation stream."""
     model.eval()
-    videos = embed_videos(model, shard.iter_batches(batch_size=batch, batch_format="numpy"))
+    videos = embed_videos(model, eval_batches(shard, batch))
     return retrieval_metrics(model, embed_texts(model, texts), caption_to_video, videos)
 
 
@@ -151,26 +173,29 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_r1 = state["epoch"] + 1, state["best_r1"]
-    step_module = ray.train.torch.prepare_model(
-        RetrievalStep(model), parallel_strategy_kwargs={"find_unused_parameters": True}
+    task = ray.train.torch.prepare_model(
+        RetrievalTask(model), parallel_strategy_kwargs={"find_unused_parameters": True}
     )
     per_worker = cfg.train.batch_size // world
     history: list[dict[str, Any]] = []
     for epoch in range(start_epoch, cfg.train.epochs):
         start = time.perf_counter()
         shard = ray.train.get_dataset_shard("train")
-        loss, samples, k, tau = train_epoch(
-            step_module, model, optimizer, scheduler, shard, cfg, epoch, per_worker
+        stats, failed = train_epoch(
+            task, model, optimizer, scheduler, shard, cfg, epoch, per_worker, loop["from_store"]
         )
-        metrics: dict[str, Any] = {"epoch": epoch, "loss": loss, "k": k, "tau": tau, "samples": samples}
-        metrics["samples_per_s"] = samples / (time.perf_counter() - start)
-        tally = ray.get(ray.get_actor(loop["tally"]).summary.remote())
-        metrics["decode_failed"] = tally["failed"]
-        check_error_ratio(tally, cfg.data.max_error_ratio)
+        metrics: dict[str, Any] = {"epoch": epoch, **stats}
+        metrics["samples_per_s"] = stats["samples"] / (time.perf_counter() - start)
+        metrics["decode_failed"] = count_failed(failed, loop["decode_failed"], world, device)
+        check_error_ratio(
+            {"seen": loop["videos"], "failed": metrics["decode_failed"], "failures": {}},
+            cfg.data.max_error_ratio,
+        )
         if rank == 0:
             val = validate(
                 model, ray.train.get_dataset_shard("val"), loop["val_texts"], loop["val_c2v"], per_worker
             )
+            metrics["val_s"] = time.perf_counter() - start - stats["train_s"]
             metrics.update({f"val_t2v_{k_}": v for k_, v in val["t2v"].items()})
             metrics.update({f"val_v2t_{k_}": v for k_, v in val["v2t"].items()})
             improved = metrics["val_t2v_R1"] > best_r1
@@ -199,25 +224,51 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
     return history
 
 
+def steps_per_worker(steps: int, world: int, device: torch.device) -> list[int]:
+    """Every worker's step count this epoch (DDP needs them equal; reported to show it)."""
+    if world == 1:
+        return [steps]
+    parts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
+    dist.all_gather(parts, torch.tensor([steps], device=device))
+    return [int(p.item()) for p in parts]
+
+
+def count_failed(failed: set[int], known: int, world: int, device: torch.device) -> int:
+    """Videos that failed to decode: those the store recorded (`known`), or, for a stream
+    without a store, the failed rows every worker saw this epoch."""
+    if world == 1 or known:
+        return known or len(failed)
+    count = torch.tensor([len(failed)], device=device)
+    dist.all_reduce(count)
+    return int(count.item())
+
+
 def steps_per_epoch(records, cfg: Config) -> int:
     rows = sum(len(r.captions) for r in records) if cfg.data.caption_mode == "all" else len(records)
     return max(1, rows // cfg.train.batch_size)
 
 
-def build_trainer(cfg: Config, tally_name: str) -> ray.train.torch.TorchTrainer:
-    """A TorchTrainer over the config's train/val splits, resuming from `<output_dir>/last` if present."""
+def build_trainer(cfg: Config) -> tuple[ray.train.torch.TorchTrainer, dict[str, str]]:
+    """A TorchTrainer over the config's train/val splits, resuming from `<output_dir>/last` if
+    present, and the videos known to have failed to decode. Decoding into the frame store (when
+    `data.cache_dir` is set) happens here, before the Train workers hold any CPU."""
     train_records, val_records = read_split(cfg, cfg.data.train_split), read_split(cfg, cfg.data.val_split)
     texts, c2v = caption_table(val_records)
+    train_ds, train_store = train_dataset(train_records, cfg)
+    val_ds, val_store = eval_dataset(val_records, cfg)
+    failures = {**(train_store.failures if train_store else {}), **(val_store.failures if val_store else {})}
     output = Path(cfg.train.output_dir).resolve()
     last = output / "last"
-    return ray.train.torch.TorchTrainer(
+    trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "config": cfg.model_dump(mode="json"),
             "steps_per_epoch": steps_per_epoch(train_records, cfg),
             "val_texts": texts,
             "val_c2v": c2v,
-            "tally": tally_name,
+            "videos": len(train_records),
+            "decode_failed": len(train_store.failures) if train_store else 0,
+            "from_store": train_store is not None,
             "output_dir": str(output),
             # Train v2 dropped `resume_from_checkpoint` (it raises): the workers load it themselves.
             "resume_from": str(last) if (last / CHECKPOINT_FILE).exists() else None,
@@ -235,43 +286,47 @@ def build_trainer(cfg: Config, tally_name: str) -> ray.train.torch.TorchTrainer:
                 num_to_keep=2, checkpoint_score_attribute="val_t2v_R1", checkpoint_score_order="max"
             ),
         ),
-        datasets={
-            "train": clips_dataset(train_records, cfg, train=True, tally_name=tally_name),
-            "val": clips_dataset(val_records, cfg, train=False, tally_name=tally_name),
-        },
+        datasets={"train": train_ds, "val": val_ds},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
+    return trainer, failures
+
+
+def data_error_of(error: Exception) -> DataError | None:
+    """The DataError a worker raised (too many corrupt videos), if that is why training failed."""
+    for failure in getattr(error, "worker_failures", {}).values():
+        if isinstance(failure, DataError):
+            return failure
+        cause = getattr(failure, "cause", None)
+        if isinstance(cause, DataError):
+            return cause
+    return None
 
 
 def run_training(cfg: Config) -> dict[str, Any]:
     """Fit; checkpoints end up in `<output_dir>/last` and `<output_dir>/best`."""
-    tally_name = f"{TALLY_NAME}-{uuid.uuid4().hex[:8]}"
-    tally = ErrorTally.options(name=tally_name).remote()  # held here so it lives as long as the run
-    ray.get(tally.summary.remote())
+    trainer, failures = build_trainer(cfg)
     try:
-        result = build_trainer(cfg, tally_name).fit()
+        result = trainer.fit()
     except ray.train.TrainingFailedError as e:
-        try:  # too many corrupt videos is the usual cause: raise that, not Ray's worker traceback
-            check_error_ratio(ray.get(tally.summary.remote()), cfg.data.max_error_ratio)
-        except DataError as data_error:
-            raise data_error from e
+        data_error = data_error_of(e)
+        if data_error is not None:  # too many corrupt videos: say that, not Ray's worker traceback
+            raise DataError(str(data_error).splitlines()[-1]) from e
         raise
     output = Path(cfg.train.output_dir).resolve()
-    decode = ray.get(tally.summary.remote())
-    check_error_ratio(decode, cfg.data.max_error_ratio)  # the workers may have checked a stale count
     return {
         "metrics": result.metrics or {},  # None when a resumed run had no epoch left
         "history": result.return_value or [],  # per-epoch metrics of this run (a resumed run starts late)
         "last": str(output / "last"),
         "best": str(output / "best"),
-        "decode_failures": decode["failures"],
+        "decode_failures": failures,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = job_parser("adaclip train", __doc__.splitlines()[0]).parse_args(argv)
     cfg = config_from(args)
-    init_ray()
+    init_ray(verbose=args.verbose)
     out = run_training(cfg)
     m = out["metrics"]
     table = (

@@ -1,12 +1,11 @@
-"""The decode stage of the Ray Data pipeline, called directly (no Ray): rows, shapes and dtypes for
-training and evaluation, corrupt videos dropped and recorded, the decoded-frame cache, the error ratio."""
+"""The per-batch stages of the Ray Data pipeline, called directly (no Ray): decoded video rows,
+the epoch's training rows (frames drawn from a pool, captions, tokens), evaluation rows, decode
+settings and the error ratio."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,17 @@ from adaclip.config import Config, load_config
 from adaclip.data.annotations import read_annotations
 from adaclip.errors import DataError
 from adaclip.models.clip import load_tokenizer
-from adaclip.video.cache import FrameCache
-from adaclip.video.decode import DecodedVideo, decode_video
-from ray_jobs.data import DecodeClips, check_error_ratio, decode_settings
+from adaclip.video.decode import decode_video
+from adaclip.video.settings import DecodeSettings, draw_frames
+from ray_jobs.data import check_error_ratio
+from ray_jobs.frame_store import decode_rows, eval_rows, training_rows
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 N, S, SEL, TOKENS = 16, 32, 32, 32  # configs/tiny.yaml: num_frames, clip_size, selector input_size, tokens
-TRAIN_COLUMNS = {"video_index", "clip_frames", "selector_frames", "timestamps", "tokens"}
 
 
-def tiny_config(corpus: Path, cache: Path | None, *extra: str) -> Config:
+def tiny_config(corpus: Path, *extra: str) -> Config:
     overrides = [f"data.annotations={corpus / 'annotations.jsonl'}", f"data.video_root={corpus}"]
-    overrides.append(f"data.cache_dir={cache}" if cache else "data.cache_dir=null")
     return load_config(TINY, [*overrides, *extra])
 
 
@@ -43,33 +41,57 @@ def batch_of(paths: list[Path], captions: list[list[str]]) -> dict[str, np.ndarr
 @pytest.fixture(scope="module")
 def videos(synth_corpus) -> list[tuple[Path, list[str]]]:
     """(path, captions) of the first three training videos of the session corpus."""
-    cfg = tiny_config(synth_corpus, None)
+    cfg = tiny_config(synth_corpus)
     return [(r.path, r.captions) for r in read_annotations(cfg.data, "train")[:3]]
 
 
-def decode_clips(cfg: Config, train: bool) -> DecodeClips:
-    return DecodeClips(cfg.model_dump(mode="json"), train=train, seed=0)
+def decoded_rows(cfg: Config, paths, captions, train: bool = False, pool: int = 1) -> dict[str, np.ndarray]:
+    settings = DecodeSettings.from_config(cfg, train).stored(pool)
+    return decode_rows(batch_of(paths, captions), settings.model_dump(), seed=0)
 
 
-def assert_frame_columns(out: dict[str, np.ndarray], rows: int) -> None:
-    assert out["clip_frames"].shape == (rows, N, S, S, 3) and out["clip_frames"].dtype == np.uint8
-    assert out["selector_frames"].shape == (rows, N, SEL, SEL, 1)  # the raw selector reads grey
-    assert out["selector_frames"].dtype == np.uint8
-    assert out["timestamps"].shape == (rows, N) and out["timestamps"].dtype == np.float32
-    assert out["video_index"].shape == (rows,) and out["video_index"].dtype == np.int64
-    if rows:
-        assert np.all(np.diff(out["timestamps"], axis=1) > 0)  # N distinct frames in temporal order
-        assert out["clip_frames"].std() > 0  # real pixels, not an empty buffer
+def rows_for_training(cfg: Config, batch: dict[str, np.ndarray], keep_failed: bool = False):
+    return training_rows(
+        batch, N, cfg.data.caption_mode, cfg.model.clip.model_dump_json(), TOKENS, keep_failed=keep_failed
+    )
+
+
+def test_decoded_rows_equal_decoding_each_file(synth_corpus, videos):
+    cfg = tiny_config(synth_corpus)
+    out = decoded_rows(cfg, [p for p, _ in videos], [c for _, c in videos])
+    assert out["clip_frames"].shape == (3, N, S, S, 3) and out["clip_frames"].dtype == np.uint8
+    assert out["selector_frames"].shape == (3, N, SEL, SEL, 1)  # the raw selector reads grey
+    assert list(out["error"]) == ["", "", ""] and out["video_index"].tolist() == [0, 1, 2]
+    reference = decode_video(videos[1][0], N, "segment", clip_size=S, selector_size=SEL, selector_grayscale=True)
+    np.testing.assert_array_equal(out["clip_frames"][1], reference.clip_frames)
+    np.testing.assert_array_equal(out["selector_frames"][1], reference.selector_frames)
+    np.testing.assert_array_equal(out["timestamps"][1], reference.timestamps)
+
+
+def test_bad_files_keep_their_row_with_the_reason_and_zero_frames(synth_corpus, videos, tmp_path):
+    garbage, empty, cut = tmp_path / "garbage.mp4", tmp_path / "empty.mp4", tmp_path / "cut.mp4"
+    garbage.write_bytes(os.urandom(4096))
+    empty.write_bytes(b"")
+    cut.write_bytes(videos[1][0].read_bytes()[:300])
+    cfg = tiny_config(synth_corpus)
+    paths = [videos[0][0], garbage, empty, cut, videos[1][0]]
+    out = decoded_rows(cfg, paths, [["a"]] * 5)
+    assert [bool(e) for e in out["error"]] == [False, True, True, True, False]
+    assert all(isinstance(e, str) for e in out["error"])
+    assert not out["clip_frames"][1:4].any() and out["clip_frames"][[0, 4]].std() > 0
+    evaluation = eval_rows(out)
+    assert evaluation["video_index"].tolist() == [0, 4]
+    assert set(evaluation) == {"video_index", "clip_frames", "selector_frames", "timestamps"}
 
 
 @pytest.mark.parametrize(("mode", "per_video"), [("all", 3), ("random", 1), ("concat", 1)])
-def test_train_batch_has_one_row_per_training_caption(synth_corpus, videos, mode, per_video):
-    cfg = tiny_config(synth_corpus, None, f"data.caption_mode={mode}")
-    out = decode_clips(cfg, train=True)(batch_of([p for p, _ in videos], [c for _, c in videos]))
-    assert set(out) == TRAIN_COLUMNS
+def test_training_rows_follow_the_caption_mode(synth_corpus, videos, mode, per_video):
+    cfg = tiny_config(synth_corpus, f"data.caption_mode={mode}")
+    decoded = decoded_rows(cfg, [p for p, _ in videos], [c for _, c in videos], train=True)
+    out = rows_for_training(cfg, decoded)
     rows = per_video * len(videos)
-    assert_frame_columns(out, rows)
     assert out["tokens"].shape == (rows, TOKENS) and out["tokens"].dtype == np.int64
+    assert out["clip_frames"].shape == (rows, N, S, S, 3) and not out["failed"].any()
     assert out["video_index"].tolist() == [i for i in range(len(videos)) for _ in range(per_video)]
     tokenize = load_tokenizer(cfg.model.clip, TOKENS)
     for v, (_, captions) in enumerate(videos):
@@ -82,111 +104,54 @@ def test_train_batch_has_one_row_per_training_caption(synth_corpus, videos, mode
             options = tokenize(captions).numpy()
             expected = options[[i for i in range(len(captions)) if np.array_equal(options[i], got[0])]]
         np.testing.assert_array_equal(got, expected)
-        # every caption row of a video carries the same frames
-        frames = out["clip_frames"][out["video_index"] == v]
-        assert all(np.array_equal(f, frames[0]) for f in frames)
+        for frames in out["clip_frames"][out["video_index"] == v]:
+            np.testing.assert_array_equal(frames, decoded["clip_frames"][v])
 
 
-def test_eval_batch_has_one_row_per_video_and_no_tokens(synth_corpus, videos):
-    cfg = tiny_config(synth_corpus, None)
-    paths = [p for p, _ in videos]
-    out = decode_clips(cfg, train=False)(batch_of(paths, [c for _, c in videos]))
-    assert set(out) == TRAIN_COLUMNS - {"tokens"}
-    assert_frame_columns(out, len(videos))
-    assert out["video_index"].tolist() == list(range(len(videos)))
-    reference = decode_video(paths[1], N, "segment", clip_size=S, selector_size=SEL, selector_grayscale=True)
-    np.testing.assert_array_equal(out["clip_frames"][1], reference.clip_frames)
-    np.testing.assert_array_equal(out["selector_frames"][1], reference.selector_frames)
-
-
-@pytest.mark.parametrize("train", [True, False])
-def test_corrupt_videos_are_dropped_and_recorded(synth_corpus, videos, tmp_path, train):
-    garbage = tmp_path / "garbage.mp4"
-    garbage.write_bytes(os.urandom(4096))
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(videos[1][0].read_bytes()[:300])
-    (good0, caps0), (good1, caps1) = videos[0], videos[1]
-    cfg = tiny_config(synth_corpus, None, "data.caption_mode=all")
-    clips = decode_clips(cfg, train=train)
-    out = clips(batch_of([good0, garbage, cut, good1], [caps0, ["x"], ["y"], caps1]))
-    per_video = 3 if train else 1
-    assert_frame_columns(out, 2 * per_video)
-    assert sorted(set(out["video_index"].tolist())) == [0, 3]  # the two good videos keep their index
-    assert set(clips.failures) == {str(garbage), str(cut)}
-    assert all(isinstance(reason, str) and reason for reason in clips.failures.values())
-
-
-def test_a_batch_where_every_video_fails_keeps_the_schema(synth_corpus, tmp_path):
+def test_failed_rows_are_dropped_or_marked_for_the_trainer(synth_corpus, videos, tmp_path):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\x00" * 100)
-    clips = decode_clips(tiny_config(synth_corpus, None), train=True)
-    out = clips(batch_of([garbage], [["a caption"]]))
-    assert set(out) == TRAIN_COLUMNS
-    assert_frame_columns(out, 0)
-    assert out["tokens"].shape == (0, TOKENS)
-    assert list(clips.failures) == [str(garbage)]
+    cfg = tiny_config(synth_corpus, "data.caption_mode=all")
+    decoded = decoded_rows(cfg, [garbage, videos[0][0]], [["x"], videos[0][1]], train=True)
+    dropped = rows_for_training(cfg, decoded)
+    assert dropped["video_index"].tolist() == [1] * 3 and not dropped["failed"].any()
+    marked = rows_for_training(cfg, decoded, keep_failed=True)
+    assert marked["video_index"].tolist() == [0, 1, 1, 1] and marked["failed"].tolist() == [1, 0, 0, 0]
+    none = rows_for_training(cfg, decoded_rows(cfg, [garbage], [["x"]], train=True))
+    assert none["tokens"].shape == (0, TOKENS) and none["clip_frames"].shape == (0, N, S, S, 3)
 
 
-def decoded(path: Path) -> DecodedVideo:
-    return decode_video(path, N, "segment", clip_size=S, selector_size=SEL, selector_grayscale=True)
+def test_random_sampling_draws_new_sorted_frames_from_the_stored_pool(synth_corpus, videos):
+    cfg = tiny_config(synth_corpus, "data.train_sampling=random")
+    settings = DecodeSettings.from_config(cfg, train=True)
+    assert settings.sampling == "random" and settings.stored(4).num_frames == 4 * N
+    assert settings.stored(4).sampling == "segment"
+    # a pool of 2N distinct frames (the synthetic videos have 48)
+    decoded = decoded_rows(cfg, [videos[0][0]], [videos[0][1]], train=True, pool=2)
+    assert decoded["clip_frames"].shape[1] == 2 * N and np.all(np.diff(decoded["timestamps"][0]) > 0)
+    draws = [rows_for_training(cfg, decoded) for _ in range(4)]
+    stamps = [d["timestamps"][0] for d in draws]
+    assert all(s.shape == (N,) and np.all(np.diff(s) > 0) for s in stamps)  # N distinct, in order
+    assert all(np.isin(s, decoded["timestamps"][0]).all() for s in stamps)
+    assert len({s.tobytes() for s in stamps}) > 1  # a new draw every epoch
+    for d in draws:  # the frames are the pool's frames at the drawn times
+        pos = np.searchsorted(decoded["timestamps"][0], d["timestamps"][0])
+        np.testing.assert_array_equal(d["clip_frames"][0], decoded["clip_frames"][0][pos])
+    rng = np.random.default_rng(0)
+    picks = draw_frames(64, 16, rng)
+    assert len(set(picks.tolist())) == 16 and np.all(np.diff(picks) > 0)
 
 
-def assert_same_video(a: DecodedVideo, b: DecodedVideo) -> None:
-    for f in fields(DecodedVideo):
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(x, np.ndarray):
-            assert x.dtype == y.dtype
-            np.testing.assert_array_equal(x, y)
-        else:
-            assert x == y, f.name
-
-
-def test_frame_cache_hit_is_identical_and_a_changed_file_misses(videos, tmp_path):
-    video = tmp_path / "v.mp4"
-    shutil.copy(videos[0][0], video)
-    settings = {"num_frames": N, "sampling": "segment"}
-    cache = FrameCache(tmp_path / "cache", settings)
-    assert cache.get(video) is None and len(cache) == 0
-    original = decoded(video)
-    cache.put(video, original)
-    assert len(cache) == 1
-    assert_same_video(cache.get(video), original)
-    assert_same_video(FrameCache(tmp_path / "cache", settings).get(video), original)  # a later run
-    assert FrameCache(tmp_path / "cache", {**settings, "num_frames": 8}).get(video) is None
-
-    stat = video.stat()
-    os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same bytes, new mtime
-    assert cache.get(video) is None
-    cache.put(video, original)
-    assert cache.get(video) is not None
-    with video.open("ab") as f:  # new size (and mtime)
-        f.write(b"\x00")
-    assert cache.get(video) is None
-    assert cache.get(tmp_path / "missing.mp4") is None
-
-
-def test_decode_clips_reads_through_the_cache(synth_corpus, videos, tmp_path):
-    cfg = tiny_config(synth_corpus, tmp_path / "cache")
-    paths, captions = [p for p, _ in videos], [c for _, c in videos]
-    first = decode_clips(cfg, train=False)(batch_of(paths, captions))
-    cache = FrameCache(tmp_path / "cache", decode_settings(cfg, cfg.data.eval_sampling))
-    assert len(cache) == len(paths)
-    # Plant a recognisable entry: a cache hit must return it instead of decoding the file again.
-    planted = decoded(paths[0])
-    planted = DecodedVideo(**{**planted.__dict__, "clip_frames": np.full_like(planted.clip_frames, 7)})
-    cache.put(paths[0], planted)
-    second = decode_clips(cfg, train=False)(batch_of(paths, captions))
-    assert np.all(second["clip_frames"][0] == 7)
-    for key in first:
-        np.testing.assert_array_equal(second[key][1:], first[key][1:])
-
-
-def test_random_sampling_is_never_cached(synth_corpus, videos, tmp_path):
-    cfg = tiny_config(synth_corpus, tmp_path / "cache", "data.train_sampling=random")
-    clips = decode_clips(cfg, train=True)
-    assert clips.cache is None
-    clips(batch_of([videos[0][0]], [videos[0][1]]))
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npz"))
+def test_decode_settings_key_changes_with_every_pixel_setting(synth_corpus):
+    cfg = tiny_config(synth_corpus, "data.eval_sampling=random")
+    evaluation = DecodeSettings.from_config(cfg, train=False)
+    assert evaluation.sampling == "segment"  # indexing and evaluation are never random
+    keys = {evaluation.key()}
+    for change in ({"num_frames": 8}, {"sampling": "uniform"}, {"clip_size": 64}, {"selector_size": 16}):
+        keys.add(evaluation.model_copy(update=change).key())
+    keys.add(evaluation.model_copy(update={"grayscale": not evaluation.grayscale}).key())
+    assert len(keys) == 6
+    assert DecodeSettings.from_config(cfg, train=False).key() == evaluation.key()  # stable
 
 
 def summary(seen: int, failed: int) -> dict:

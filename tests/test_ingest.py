@@ -127,9 +127,12 @@ def test_outside_roots_and_locked_index_fail_clearly(ray_local, library, tmp_pat
 
 
 def test_stages_run_without_ray(library):
-    """The Ray Data stages are plain callables on dicts of numpy arrays; broken files are dropped."""
-    from ray_jobs.ingest import Source, hash_sources, list_sources
-    from ray_jobs.ingest_stages import DecodeVideos, EncodeVideos
+    """The Ray Data stages are plain callables on dicts of numpy arrays; broken files keep their
+    row with an error and no vectors."""
+    from adaclip.video.settings import DecodeSettings
+    from ray_jobs.frame_store import decode_rows
+    from ray_jobs.ingest import Source, hash_sources, list_sources, to_items
+    from ray_jobs.ingest_stages import EncodeVideos
 
     cfg = load_config(TINY)
     sources, roots = list_sources(library, cfg)
@@ -141,19 +144,19 @@ def test_stages_run_without_ray(library):
     )
     assert hashes[0] == content_hash(paths[0]) and hashes[-1] == ""
     batch["sha256"] = np.array(hashes[:3], dtype=object)
-    for key in ("source", "title", "metadata"):
-        batch[key] = np.array(["x"] * 3 if key != "metadata" else ["{}"] * 3, dtype=object)
-    decoded = DecodeVideos(cfg.model_dump(mode="json"))(batch)
-    assert decoded["clip_frames"].shape == (
-        2,
-        cfg.model.num_frames,
-        cfg.data.clip_size,
-        cfg.data.clip_size,
-        3,
-    )
+    for key in ("source", "title", "metadata", "captions"):
+        batch[key] = np.array(["x"] * 3 if key not in ("metadata", "captions") else ["{}"] * 3, dtype=object)
+    batch["video_index"] = np.arange(3)
+    settings = DecodeSettings.from_config(cfg, train=False).model_dump()
+    decoded = {**batch, **decode_rows(batch, settings)}
+    n, s = cfg.model.num_frames, cfg.data.clip_size
+    assert decoded["clip_frames"].shape == (3, n, s, s, 3)
+    assert list(decoded["error"][:2]) == ["", ""] and decoded["error"][2]
     encoded = EncodeVideos(cfg.model_dump(mode="json"), checkpoint=None, seed=0)(decoded)
-    assert encoded["video"].shape == (2, 64) and encoded["frames"].shape == (2, cfg.model.top_k, 64)
-    empty = DecodeVideos(cfg.model_dump(mode="json"))({k: v[2:] for k, v in batch.items()})
-    assert len(empty["path"]) == 0 and EncodeVideos(cfg.model_dump(mode="json"), None, 0)(empty)[
-        "video"
-    ].shape == (0, 64)
+    assert encoded["video"].shape == (3, 64) and encoded["frames"].shape == (3, cfg.model.top_k, 64)
+    assert not encoded["video"][2].any() and np.allclose(np.linalg.norm(encoded["video"][:2], axis=1), 1)
+    model = load_encoder_model(cfg, seed=0)
+    (expected,) = encode_decoded(model, [decode_for_model(paths[1], cfg)])
+    np.testing.assert_allclose(encoded["video"][1], expected.video, atol=1e-5)
+    items = to_items(encoded, model.model_version)
+    assert [item.id for item in items] == [video_id(h, model.model_version) for h in hashes[:2]]

@@ -120,11 +120,12 @@ def test_two_workers_train_with_falling_loss_skipping_the_corrupt_video(trained,
     # 15 good training videos x 3 captions = 45 rows, split equally over 2 workers (22 each) and
     # read in full batches of 4 per worker: 5 steps, 40 samples per epoch over both workers.
     assert all(h["samples"] == 40 for h in history), [h["samples"] for h in history]
+    assert all(h["steps_per_worker"] == [5, 5] for h in history)  # DDP workers stay in step
     losses = [h["loss"] for h in history]
     assert losses[-1] < losses[0] - 0.02, losses
     assert all(0 <= h["val_t2v_R1"] <= 100 for h in history)
     assert out["decode_failures"].keys() == {str(bad)} and out["decode_failures"][str(bad)]
-    assert history[-1]["decode_failed"] == 1  # the tally the workers read (it may lag in epoch 0)
+    assert all(h["decode_failed"] == 1 for h in history)
 
     last = load_checkpoint(out["last"])
     assert last["epoch"] == EPOCHS - 1 and last["config"]["model"]["aggregation"] == "mean"
@@ -145,6 +146,16 @@ def test_a_job_past_the_error_ratio_fails_with_a_data_error(ray_local, corrupt_c
     message = str(e.value)
     assert "failed to decode" in message and "data.max_error_ratio=0.0%" in message
     assert str(bad) in message
+
+
+def test_a_stream_without_a_store_counts_failures_in_the_trainer(ray_local, corrupt_corpus, tmp_path):
+    from ray_jobs.train import run_training
+
+    corpus, _ = corrupt_corpus
+    overrides = [*data_overrides(corpus, tmp_path), "data.cache_dir=null", "train.epochs=1"]
+    with pytest.raises(DataError) as e:  # every epoch decodes; the workers count the failed row
+        run_training(load_config(TINY, [*overrides, "data.max_error_ratio=0"]))
+    assert "1 of 16 videos failed to decode" in str(e.value)
 
 
 # ---------------------------------------------------------------- evaluation

@@ -32,6 +32,19 @@ class DecodedVideo:
     fps: float
     num_video_frames: int
 
+    @classmethod
+    def from_columns(cls, batch: dict[str, np.ndarray], i: int) -> DecodedVideo:
+        """Row `i` of batch columns made by `DecodeSettings.columns`."""
+        return cls(
+            clip_frames=np.asarray(batch["clip_frames"][i]),
+            selector_frames=np.asarray(batch["selector_frames"][i]),
+            indices=np.asarray(batch["indices"][i]),
+            timestamps=np.asarray(batch["timestamps"][i]),
+            duration=float(batch["duration"][i]),
+            fps=float(batch["fps"][i]),
+            num_video_frames=int(batch["num_video_frames"][i]),
+        )
+
 
 def _crop_square(frame: np.ndarray, size: int) -> np.ndarray:
     """Centre crop of a frame already scaled to shorter side ``size``; upscale if the side was capped."""

@@ -1,0 +1,67 @@
+"""The retrieval task: forward + loss for one training batch, as open_clip's training task.
+
+Ray Train, the benchmarks and any other loop call the same `RetrievalTask`, so the step is
+defined once. Pure PyTorch; under DDP the batch is one worker's shard and the loss is over the
+global batch (every worker's rows gathered, gradients flowing to the local ones).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from adaclip.models import AdaCLIP, VideoEmbedding
+from adaclip.ops import symmetric_contrastive_loss
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All workers' rows in rank order; only this worker's rows carry gradients.
+
+    (torch.distributed.nn.all_gather would route gradients to every worker, but its backward
+    needs all-to-all, which the gloo backend of CPU training lacks.)
+    """
+    world = world_size()
+    if world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[dist.get_rank()] = x
+    return torch.cat(parts)
+
+
+class RetrievalTask(nn.Module):
+    """Symmetric contrastive loss of a batch of (tokens, frames), in one call so DDP syncs it.
+
+    The loss is multiplied by the world size: DDP averages gradients over workers and each
+    worker's only cover its own rows, so the result is the gradient of the global-batch loss.
+    """
+
+    def __init__(self, model: AdaCLIP):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        clip_frames: torch.Tensor,
+        selector_frames: torch.Tensor,
+        k: int,
+        tau: float,
+    ) -> torch.Tensor:
+        text = gather_with_grad(self.model.encode_text(tokens))  # (B, D)
+        video = self.model.encode_video(clip_frames, selector_frames, k=k, tau=tau)
+        if video.video is not None:  # (B, D) one vector per video
+            embedding = VideoEmbedding(
+                video=gather_with_grad(video.video), frames=None, indices=None, logits=None
+            )
+        else:  # query scoring compares the (B, K, D) kept frames
+            embedding = VideoEmbedding(
+                video=None, frames=gather_with_grad(video.frames), indices=None, logits=None
+            )
+        logits = self.model.clip.logit_scale.exp().float() * self.model.similarity(text, embedding)
+        return symmetric_contrastive_loss(logits.float()) * world_size()
