@@ -1,20 +1,21 @@
-"""Data-pipeline benchmark: training samples/s of one model fed three ways. Figures, not tests.
+"""Data-path benchmark: the training input stream and bulk ingestion against their hardware
+baselines, measured in one run. Figures, not tests.
 
-    python -m benchmarks.data_bench --out out/data_bench.json              # tiny model, ~3-4 min on 2 CPUs
-    python -m benchmarks.data_bench --out out/b.json --videos 64 --video-size 224 --batch-size 16
+    python -m benchmarks.data_bench --out out/bench/data.json       # tiny model, ~5 min on 2 CPUs
+    python -m benchmarks.data_bench --out out/b.json --videos 64 --ingest-videos 400
 
-Every mode trains the same model (configs/tiny.yaml unless --config; fresh weights from the same
-seed) with the training step of `ray_jobs.train` (RetrievalStep, symmetric loss, AdamW), the same
-batch size and the same number of steps, in this process:
+Training (every mode trains the same model, configs/tiny.yaml with fresh weights from the same
+seed, with `adaclip.training.RetrievalTask`, the same batch and the same epochs, in this process):
 
-- ``stream``: the Ray Data stream of `ray_jobs.data.clips_dataset` (shuffle, decode on CPU
-  actors, `iter_torch_batches`), decoding every video again every epoch (no cache);
-- ``stream_cached``: the same stream reading the decoded-frame cache, warmed by one untimed pass;
-- ``preloaded``: no Ray Data: every row decoded once up front (untimed, reported apart), then a
-  plain loop over shuffled in-memory tensors.
+- ``store``: the frame store (`ray_jobs.frame_store`), built once (untimed, reported apart), read
+  as the Train workers read it: `ray_jobs.data.train_dataset`, the epoch's rows drawn in the loop;
+- ``stream``: no store, every epoch decodes every video again in Ray Data tasks;
+- ``preloaded``: no Ray Data: every row decoded up front, then a loop over in-memory tensors;
+- ``decode_only``: decoding the same videos alone, one process per CPU (no Ray, no training):
+  the rate a decode-every-epoch stream cannot beat on these cores.
 
-The difference between ``stream`` and ``preloaded`` is what decoding and streaming cost the
-trainer; ``stream_cached`` shows how much of it the cache wins back.
+Ingestion: `adaclip ingest` (the Ray Data job: decode tasks, encoder actor pool, batched upserts
+into an embedded index) against ``decode_only`` on the same files.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,12 @@ import torch
 from adaclip.config import Config, load_config
 from adaclip.data.annotations import read_annotations
 from adaclip.data.synth import make_corpus
-from adaclip.models import AdaCLIP, VideoEmbedding
-from adaclip.ops import symmetric_contrastive_loss
-from ray_jobs.data import DecodeClips, clips_dataset
+from adaclip.models import AdaCLIP
+from adaclip.training import RetrievalTask
+from adaclip.video.settings import DecodeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("stream", "stream_cached", "preloaded")
+MODES = ("store", "stream", "preloaded")
 Batch = dict[str, torch.Tensor]
 
 
@@ -48,50 +50,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.data_bench", description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"))
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.batch_size=16")
-    p.add_argument("--videos", type=int, default=32, help="synthetic corpus size (70%% are training videos)")
+    p.add_argument("--videos", type=int, default=48, help="training corpus size (70%% are training videos)")
     p.add_argument("--video-size", type=int, default=128, help="synthetic video side in pixels")
     p.add_argument("--video-frames", type=int, default=96, help="frames per synthetic video")
     p.add_argument("--batch-size", type=int, default=8, help="training batch (same in every mode)")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per mode")
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument(
-        "--corpus", type=Path, help="existing corpus dir with annotations.jsonl (default: synthesise)"
+        "--ingest-videos", type=int, default=300, help="videos for the ingestion figures (0: skip)"
     )
     p.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
     p.add_argument("--out", type=Path, required=True, help="JSON results path")
     return p.parse_intermixed_args(argv)
 
 
-def bench_config(args: argparse.Namespace, corpus: Path, cache: Path | None) -> Config:
+def bench_config(args: argparse.Namespace, corpus: Path, cache: Path | None, *extra: str) -> Config:
     data = [f"data.annotations={corpus / 'annotations.jsonl'}", f"data.video_root={corpus}"]
     data += ["data.caption_mode=all", f"data.cache_dir={cache}" if cache else "data.cache_dir=null"]
-    return load_config(args.config, [*data, f"train.batch_size={args.batch_size}", *args.overrides])
+    return load_config(args.config, [*data, f"train.batch_size={args.batch_size}", *args.overrides, *extra])
 
 
 class Trainer:
-    """One model and optimiser; `step` is the training step of ray_jobs.train on one process."""
+    """One model and optimiser stepping `RetrievalTask` on one process."""
 
-    def __init__(self, cfg: Config, device: torch.device, seed: int = 0):
-        from ray_jobs.train import RetrievalStep
-
+    def __init__(self, cfg: Config, seed: int = 0):
         torch.manual_seed(seed)
-        self.cfg, self.device = cfg, device
-        self.model = AdaCLIP.from_config(cfg.model, device=device)
-        self.step_module = RetrievalStep(self.model).train()
+        self.cfg = cfg
+        self.model = AdaCLIP.from_config(cfg.model)
+        self.task = RetrievalTask(self.model).train()
         groups = self.model.param_groups(cfg.train.lr, cfg.train.coef_lr, cfg.train.weight_decay)
         self.optimizer = torch.optim.AdamW(groups, betas=cfg.train.betas)
         self.k, self.tau = cfg.model.top_k, cfg.train.init_tau
 
     def step(self, rows: Batch) -> float:
-        rows = {key: value.to(self.device, non_blocking=True) for key, value in rows.items()}
-        text, video, scale = self.step_module(
-            rows["tokens"], rows["clip_frames"], rows["selector_frames"], self.k, self.tau
-        )
-        if video.dim() == 3:  # query scoring: (B, K, D) kept frames
-            embedding = VideoEmbedding(video=None, frames=video, indices=None, logits=None)
-        else:
-            embedding = VideoEmbedding(video=video, frames=None, indices=None, logits=None)
-        loss = symmetric_contrastive_loss((scale.float() * self.model.similarity(text, embedding)).float())
+        loss = self.task(rows["tokens"], rows["clip_frames"], rows["selector_frames"], self.k, self.tau)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
@@ -102,14 +93,14 @@ class Trainer:
 
 def run_epochs(trainer: Trainer, epochs: Iterable[Iterable[Batch]]) -> dict[str, Any]:
     """Train on each epoch's batches; wall time covers waiting for data as well as the steps."""
-    per_epoch, first_batch, samples, steps, loss = [], [], 0, 0, float("nan")
+    per_epoch, first_batch, samples, steps = [], [], 0, 0
     start = time.perf_counter()
     for batches in epochs:
         epoch_start = time.perf_counter()
         for i, rows in enumerate(batches):
             if i == 0:  # how long the trainer waited before its first step of the epoch
-                first_batch.append(round(time.perf_counter() - epoch_start, 2))
-            loss = trainer.step(rows)
+                first_batch.append(round(time.perf_counter() - epoch_start, 3))
+            trainer.step(rows)
             samples += len(rows["tokens"])
             steps += 1
         per_epoch.append(round(time.perf_counter() - epoch_start, 2))
@@ -121,42 +112,40 @@ def run_epochs(trainer: Trainer, epochs: Iterable[Iterable[Batch]]) -> dict[str,
         "samples_per_s": round(samples / seconds, 2),
         "epoch_seconds": per_epoch,
         "first_batch_seconds": first_batch,
-        "final_loss": round(loss, 4),
     }
 
 
-def stream_epochs(cfg: Config, records, epochs: int) -> Iterator[Iterator[Batch]]:
-    """Each epoch re-executes the stream: shuffle, decode (or read the cache), batch."""
-    ds = clips_dataset(records, cfg, train=True)
-    columns = ["tokens", "clip_frames", "selector_frames"]
+def ray_epochs(cfg: Config, records, epochs: int) -> Iterator[Iterator[Batch]]:
+    """What a Train worker does each epoch (`ray_jobs.train.train_epoch`), on one process."""
+    from ray_jobs.data import train_dataset, training_batches
+    from ray_jobs.train import PREFETCH_BATCHES, SHUFFLE_BUFFER_BATCHES, exact_batches, to_torch
+
+    ds, store = train_dataset(records, cfg)
+    size = cfg.train.batch_size
     for _ in range(epochs):
-        yield (
-            {key: batch[key] for key in columns}
-            for batch in ds.select_columns(columns).iter_torch_batches(
-                batch_size=cfg.train.batch_size, drop_last=True
-            )
+        videos = ds.iter_batches(
+            batch_size=size,
+            batch_format="numpy",
+            prefetch_batches=PREFETCH_BATCHES,
+            local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * size,
         )
+        rows = (to_torch(b, torch.device("cpu")) for b in training_batches(videos, cfg, store is None))
+        yield exact_batches(rows, size, [])
 
 
 def preload(cfg: Config, records) -> tuple[Batch, float]:
     """Decode every training row once, in this process, into in-memory tensors."""
+    from ray_jobs.data import training_batches
+    from ray_jobs.frame_store import decode_rows, record_rows
+
     start = time.perf_counter()
-    decode = DecodeClips(cfg.model_dump(mode="json"), train=True, seed=cfg.train.seed)
-    parts = []
-    for i in range(0, len(records), 4):  # the stream's decode batch size
-        chunk = records[i : i + 4]
-        parts.append(
-            decode(
-                {
-                    "video_index": np.arange(i, i + len(chunk)),
-                    "path": np.array([str(r.path) for r in chunk], dtype=object),
-                    "captions": np.array([json.dumps(r.captions) for r in chunk], dtype=object),
-                }
-            )
-        )
+    settings = DecodeSettings.from_config(cfg, train=True).model_dump()
+    rows = record_rows(records)
+    batch = {key: np.array([r[key] for r in rows], dtype=object) for key in rows[0]}
+    batch["video_index"] = batch["video_index"].astype(np.int64)
+    (out,) = training_batches([{**batch, **decode_rows(batch, settings)}], cfg, keep_failed=False)
     columns = ("tokens", "clip_frames", "selector_frames")
-    rows = {key: torch.from_numpy(np.concatenate([p[key] for p in parts])) for key in columns}
-    return rows, time.perf_counter() - start
+    return {key: torch.from_numpy(out[key]) for key in columns}, time.perf_counter() - start
 
 
 def preloaded_epochs(rows: Batch, batch_size: int, epochs: int, seed: int) -> Iterator[Iterator[Batch]]:
@@ -170,49 +159,127 @@ def preloaded_epochs(rows: Batch, batch_size: int, epochs: int, seed: int) -> It
         )
 
 
-def run_mode(mode: str, args: argparse.Namespace, corpus: Path, work: Path, device) -> dict[str, Any]:
-    cache = work / "cache" if mode == "stream_cached" else None
-    cfg = bench_config(args, corpus, cache)
+def _decode_one(job: tuple[dict[str, Any], str]) -> bool:
+    settings, path = job
+    DecodeSettings.model_validate(settings).decode(path)
+    return True
+
+
+def decode_only(settings: DecodeSettings, paths: list[str], processes: int) -> dict[str, Any]:
+    """Videos/s of decoding alone, one process per CPU (pool start-up untimed)."""
+    with ProcessPoolExecutor(processes) as pool:
+        list(pool.map(_decode_one, [(settings.model_dump(), paths[0])] * processes))  # warm
+        start = time.perf_counter()
+        list(pool.map(_decode_one, [(settings.model_dump(), p) for p in paths], chunksize=4))
+        seconds = time.perf_counter() - start
+    return {
+        "videos": len(paths),
+        "seconds": round(seconds, 2),
+        "videos_per_s": round(len(paths) / seconds, 2),
+    }
+
+
+def training_figures(args, corpus: Path, work: Path, cpus: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    cfg = bench_config(args, corpus, work / "cache")
     records = read_annotations(cfg.data, cfg.data.train_split)
-    extra: dict[str, Any] = {}
-    if mode == "preloaded":
-        rows, seconds = preload(cfg, records)
-        extra = {"preload_decode_s": round(seconds, 2), "preload_mib": round(sum_bytes(rows) / 2**20, 1)}
-        epochs = preloaded_epochs(rows, cfg.train.batch_size, args.epochs, cfg.train.seed)
-    else:
-        if mode == "stream_cached":  # one untimed pass fills the cache, as a first epoch would
-            start = time.perf_counter()
-            for _ in clips_dataset(records, cfg, train=True).iter_batches(batch_size=64):
-                pass
-            extra = {"cache_fill_s": round(time.perf_counter() - start, 2)}
-        epochs = stream_epochs(cfg, records, args.epochs)
-    result = run_epochs(Trainer(cfg, device, seed=cfg.train.seed), epochs)
-    return {**result, **extra, "videos": len(records), "batch_size": cfg.train.batch_size}
+    rows_per_video = sum(len(r.captions) for r in records) / len(records)
+    decode = decode_only(
+        DecodeSettings.from_config(cfg, train=True), [str(r.path) for r in records] * 3, cpus
+    )
+    decode["samples_per_s"] = round(decode["videos_per_s"] * rows_per_video, 2)
+    out["decode_only"] = decode
+    for mode in MODES:
+        mode_cfg = bench_config(args, corpus, work / "cache" if mode == "store" else None)
+        extra: dict[str, Any] = {}
+        if mode == "preloaded":
+            rows, seconds = preload(mode_cfg, records)
+            extra = {"preload_decode_s": round(seconds, 2)}
+            epochs = preloaded_epochs(rows, args.batch_size, args.epochs, mode_cfg.train.seed)
+        else:
+            if mode == "store":
+                from ray_jobs.frame_store import ensure_store
+
+                start = time.perf_counter()
+                settings = DecodeSettings.from_config(mode_cfg, train=True).stored(
+                    mode_cfg.data.random_pool_factor
+                )
+                store = ensure_store(records, settings, mode_cfg.data.cache_dir)
+                extra = {
+                    "store_build_s": round(time.perf_counter() - start, 2),
+                    "store_mib": round(store.bytes() / 2**20, 1),
+                }
+            epochs = ray_epochs(mode_cfg, records, args.epochs)
+        out[mode] = {**run_epochs(Trainer(mode_cfg, seed=mode_cfg.train.seed), epochs), **extra}
+        print(f"{mode}: {out[mode]}", file=sys.stderr, flush=True)
+    out["videos"], out["rows_per_video"] = len(records), round(rows_per_video, 2)
+    return out
 
 
-def sum_bytes(rows: Batch) -> int:
-    return sum(t.numel() * t.element_size() for t in rows.values())
+def ingest_figures(args, work: Path, cpus: int) -> dict[str, Any]:
+    """`adaclip ingest` of a fresh library against decoding the same files alone."""
+    from ray_jobs.ingest import main as ingest_main
+
+    library = make_corpus(
+        work / "library",
+        videos=args.ingest_videos,
+        seed=2,
+        frames_per_video=args.video_frames,
+        size=args.video_size,
+    )
+    cfg = load_config(args.config)
+    paths = sorted(str(p) for p in (library / "videos").glob("*.mp4"))
+    decode = decode_only(DecodeSettings.from_config(cfg, train=False), paths, cpus)
+    result_path = work / "ingest.json"
+    argv = [str(library / "videos"), "--config", args.config, f"index.path={work / 'index'}", "--json"]
+    with open(result_path, "w") as f:
+        stdout, sys.stdout = sys.stdout, f
+        try:
+            ingest_main(argv)
+        finally:
+            sys.stdout = stdout
+    run = json.loads(result_path.read_text())
+    pipeline = {"videos": run["ingested"], "seconds": run["pipeline_seconds"]}
+    pipeline["videos_per_s"] = round(run["ingested"] / run["pipeline_seconds"], 2)
+    return {"decode_only": decode, "ingest": pipeline, "ingest_total_seconds": run["seconds"]}
+
+
+def ratios(result: dict[str, Any]) -> dict[str, float]:
+    train, out = result["train"], {}
+    out["store_vs_preloaded"] = train["store"]["samples_per_s"] / train["preloaded"]["samples_per_s"]
+    out["stream_vs_decode_only"] = train["stream"]["samples_per_s"] / train["decode_only"]["samples_per_s"]
+    out["store_first_batch_after_epoch_1_s"] = max(train["store"]["first_batch_seconds"][1:] or [0])
+    if "ingest" in result:
+        ing = result["ingest"]
+        out["ingest_vs_decode_only"] = ing["ingest"]["videos_per_s"] / ing["decode_only"]["videos_per_s"]
+    return {key: round(value, 3) for key, value in out.items()}
 
 
 def table(result: dict[str, Any]) -> str:
-    head = f"{'mode':<15}{'samples/s':>10}{'steps':>7}{'samples':>9}{'seconds':>9}  epoch s (first batch s)"
+    t, r = result["train"], result["ratios"]
     lines = [
-        f"data bench: {result['videos']} training videos, batch {result['batch_size']}, "
-        f"{result['epochs']} epochs, {result['device']} ({result['cpus']} CPUs)",
-        head,
-        "-" * len(head),
+        f"data bench: {t['videos']} training videos ({t['rows_per_video']} rows each), batch {result['batch_size']}, "
+        f"{result['epochs']} epochs, {result['cpus']} CPUs, load average {result['load_average']}",
+        f"{'figure':<46}{'value':>12}  {'baseline':>12}  ratio",
     ]
-    for mode in MODES:
-        r = result["modes"].get(mode)
-        if r:
-            pairs = zip(r["epoch_seconds"], r["first_batch_seconds"], strict=True)
-            lines.append(
-                f"{mode:<15}{r['samples_per_s']:>10.2f}{r['steps']:>7}{r['samples']:>9}{r['seconds']:>9.1f}"
-                f"  {' '.join(f'{e:.1f} ({b:.1f})' for e, b in pairs)}"
-            )
-    pre = result["modes"].get("preloaded")
-    if pre:
-        lines.append(f"(preloaded: decoding every row up front took {pre['preload_decode_s']} s, untimed)")
+    lines.append(
+        f"{'train: store, samples/s (vs preloaded)':<46}{t['store']['samples_per_s']:>12.1f}  "
+        f"{t['preloaded']['samples_per_s']:>12.1f}  {r['store_vs_preloaded']:.0%}"
+    )
+    lines.append(
+        f"{'train: decode every epoch, samples/s (vs decode)':<46}{t['stream']['samples_per_s']:>12.1f}  "
+        f"{t['decode_only']['samples_per_s']:>12.1f}  {r['stream_vs_decode_only']:.0%}"
+    )
+    lines.append(
+        f"{'train: store, first batch after epoch 1, s':<46}{r['store_first_batch_after_epoch_1_s']:>12.3f}"
+    )
+    lines.append(f"{'train: store build (decode once), s':<46}{t['store']['store_build_s']:>12.1f}")
+    if "ingest" in result:
+        i = result["ingest"]
+        lines.append(
+            f"{'ingest: videos/s (vs decode alone)':<46}{i['ingest']['videos_per_s']:>12.1f}  "
+            f"{i['decode_only']['videos_per_s']:>12.1f}  {r['ingest_vs_decode_only']:.0%}"
+        )
     return "\n".join(lines)
 
 
@@ -220,29 +287,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
 
+    from ray_jobs.common import init_ray
+
     work = Path(args.workdir or tempfile.mkdtemp(prefix="data-bench-"))
-    corpus = args.corpus or make_corpus(
+    corpus = make_corpus(
         work / "corpus", videos=args.videos, seed=1, frames_per_video=args.video_frames, size=args.video_size
     )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+    init_ray()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
     result: dict[str, Any] = {
         "command": " ".join(
             ["python -m benchmarks.data_bench", *(argv if argv is not None else sys.argv[1:])]
         ),
-        "device": str(device),
-        "cpus": int(ray.cluster_resources().get("CPU", 0)),
+        "cpus": cpus,
         "epochs": args.epochs,
+        "batch_size": args.batch_size,
         "torch_threads": torch.get_num_threads(),
-        "modes": {},
+        "load_average": round(os.getloadavg()[0], 2),
+        "date": time.strftime("%Y-%m-%d"),
     }
-    for mode in args.modes:
-        result["modes"][mode] = run_mode(mode, args, corpus, work, device)
-        print(f"{mode}: {result['modes'][mode]}", file=sys.stderr, flush=True)
-    first = next(iter(result["modes"].values()))
-    result.update(videos=first["videos"], batch_size=first["batch_size"])
+    result["train"] = training_figures(args, corpus, work, cpus)
+    if args.ingest_videos:
+        result["ingest"] = ingest_figures(args, work, cpus)
+    result["ratios"] = ratios(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))

@@ -45,7 +45,7 @@ from adaclip.video.settings import DecodeSettings, draw_frames
 
 DECODE_BATCH = 4  # videos per decode task: small, so a lost block loses few videos
 MANIFEST = "manifest.json"
-WORKER_DIED = "its decode worker died (crash or out of memory) on two tries"
+WORKER_DIED = "its decode task failed twice (the worker crashed or ran out of memory)"
 # Materialise a store read for training when it takes at most this share of the object store.
 MATERIALIZE_SHARE = 0.3
 BLOCK_ROWS = 8  # videos per block of a materialised store: enough blocks to shuffle per epoch
@@ -62,7 +62,7 @@ def record_rows(records: Sequence[VideoRecord]) -> list[dict[str, Any]]:
 def decode_rows(batch: dict[str, np.ndarray], settings: dict[str, Any], seed: int | None = None):
     """Ray Data map function: decode each row's file; one output row per input row.
 
-    Output columns: the input's ``video_index``, ``path``, ``captions``, the `DecodeSettings.columns`
+    Output columns: the input's (``video_index``, ``path``, ``captions``, ...), the `DecodeSettings.columns`
     of the video and ``error`` ('' when decoded). A failed file keeps its row with zero frames,
     so failures travel with the data instead of through a side channel.
     """
@@ -81,7 +81,7 @@ def decode_rows(batch: dict[str, np.ndarray], settings: dict[str, Any], seed: in
         videos.append(video)
     good = [v for v in videos if v is not None]
     columns = decode.columns(good)
-    out = {key: batch[key] for key in ("video_index", "path", "captions")}
+    out = dict(batch)  # the input columns pass through (video_index, path, captions, ...)
     out["error"] = np.array(errors, dtype=object)
     if len(good) == len(videos):
         return {**out, **columns}

@@ -62,7 +62,9 @@ def test_decoded_rows_equal_decoding_each_file(synth_corpus, videos):
     assert out["clip_frames"].shape == (3, N, S, S, 3) and out["clip_frames"].dtype == np.uint8
     assert out["selector_frames"].shape == (3, N, SEL, SEL, 1)  # the raw selector reads grey
     assert list(out["error"]) == ["", "", ""] and out["video_index"].tolist() == [0, 1, 2]
-    reference = decode_video(videos[1][0], N, "segment", clip_size=S, selector_size=SEL, selector_grayscale=True)
+    reference = decode_video(
+        videos[1][0], N, "segment", clip_size=S, selector_size=SEL, selector_grayscale=True
+    )
     np.testing.assert_array_equal(out["clip_frames"][1], reference.clip_frames)
     np.testing.assert_array_equal(out["selector_frames"][1], reference.selector_frames)
     np.testing.assert_array_equal(out["timestamps"][1], reference.timestamps)

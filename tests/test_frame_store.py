@@ -56,7 +56,9 @@ def test_store_is_written_once_reused_and_keyed_by_settings_and_files(ray_local,
     assert store.built and store.videos == len(records) and store.decoded == len(records) - 3
     assert set(store.failures) == {str(r.path) for r in records[:3]}
     assert store.failures[str(records[2].path)] == WORKER_DIED
-    assert all(store.failures[str(r.path)] and store.failures[str(r.path)] != WORKER_DIED for r in records[:2])
+    assert all(
+        store.failures[str(r.path)] and store.failures[str(r.path)] != WORKER_DIED for r in records[:2]
+    )
     rows = store.dataset().take_all()
     good = sorted(r["video_index"] for r in rows if not r["error"])
     assert good == list(range(3, len(records)))
