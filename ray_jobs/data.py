@@ -32,7 +32,7 @@ from ray_jobs.frame_store import (
     training_rows,
 )
 
-DECODE_CPUS = 0.5  # per decode task: Train workers hold fractional CPUs on small machines too
+DECODE_CPUS = 1.0  # per decode task (more tasks than cores only adds start-up and contention)
 
 
 def check_error_ratio(summary: dict[str, Any], max_ratio: float) -> None:
