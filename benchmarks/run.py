@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "data": ("benchmarks.data_bench", "training samples/s: Ray Data stream, frame cache, pre-loaded tensors"),
+    "data": (
+        "benchmarks.data_bench",
+        "training input (frame store, decode every epoch, pre-loaded, decode alone) and bulk ingestion",
+    ),
     "serve": ("benchmarks.serve_bench", "search latency per mode, rerank agreement, ingestion throughput"),
 }
 
