@@ -11,7 +11,6 @@ trainer as ``failed`` rows, which it counts).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -23,16 +22,13 @@ from adaclip.data.annotations import VideoRecord
 from adaclip.errors import DataError
 from adaclip.video.settings import DecodeSettings
 from ray_jobs.frame_store import (
-    DECODE_BATCH,
     FrameStore,
-    decode_rows,
+    decode_dataset,
     ensure_store,
     eval_rows,
     record_rows,
     training_rows,
 )
-
-DECODE_CPUS = 1.0  # per decode task (more tasks than cores only adds start-up and contention)
 
 
 def check_error_ratio(summary: dict[str, Any], max_ratio: float) -> None:
@@ -57,19 +53,13 @@ def decoded_videos(
     settings = DecodeSettings.from_config(cfg, train)
     if cfg.data.cache_dir is not None:
         stored = settings.stored(cfg.data.random_pool_factor)
-        store = ensure_store(records, stored, cfg.data.cache_dir, DECODE_CPUS)
+        store = ensure_store(records, stored, cfg.data.cache_dir)
         check_error_ratio(store_summary(store), cfg.data.max_error_ratio)
         ds = store.dataset()
         return (ds.randomize_block_order() if train else ds), store
-    ds = ray.data.from_items(record_rows(records), override_num_blocks=math.ceil(len(records) / DECODE_BATCH))
-    if train:
-        ds = ds.randomize_block_order()  # a new video order every epoch, before any decoding
-    ds = ds.map_batches(
-        decode_rows,
-        fn_kwargs={"settings": settings.model_dump()},
-        batch_size=DECODE_BATCH,
-        num_cpus=DECODE_CPUS,
-        compute=ray.data.TaskPoolStrategy(size=cfg.train.decode_concurrency),
+    # training: a new video order every epoch, before any decoding
+    ds = decode_dataset(
+        record_rows(records), settings, shuffle=train, concurrency=cfg.train.decode_concurrency
     )
     return ds, None
 

@@ -47,11 +47,15 @@ from adaclip.video.settings import DecodeSettings, draw_frames
 # batches of 16 at 1 CPU 9 s, against 4.5 s for decoding alone: task and worker start-up dominate
 # small tasks. A block lost to a crash is decoded again one video per task.
 DECODE_BATCH = 16
+DECODE_CPUS = 1.0  # per decode task (more tasks than cores only adds start-up and contention)
 MANIFEST = "manifest.json"
 WORKER_DIED = "its decode task failed twice (the worker crashed or ran out of memory)"
 # Materialise a store read for training when it takes at most this share of the object store.
 MATERIALIZE_SHARE = 0.3
-BLOCK_ROWS = 8  # videos per block of a materialised store: enough blocks to shuffle per epoch
+# Videos per block of a materialised store: at most BLOCK_ROWS, and at least MIN_BLOCKS blocks,
+# so a small store still has a block order worth shuffling every epoch.
+BLOCK_ROWS = 8
+MIN_BLOCKS = 16
 
 
 def record_rows(records: Sequence[VideoRecord]) -> list[dict[str, Any]]:
@@ -72,11 +76,9 @@ def decode_rows(batch: dict[str, np.ndarray], settings: dict[str, Any], seed: in
     decode = DecodeSettings.model_validate(settings)
     rng = np.random.default_rng(seed)
     videos, errors = [], []
-    template = None
     for path in batch["path"]:
         try:
             video = decode.decode(str(path), rng=rng)
-            template = template or video
             errors.append("")
         except VideoDecodeError as e:
             video = None
@@ -110,7 +112,7 @@ def training_rows(
     context_length: int,
     keep_failed: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Ray Data map function, cheap: decoded video rows -> training rows for this epoch.
+    """Decoded video rows -> training rows for this epoch (cheap: the trainer runs it).
 
     Draws N of the stored frames where the store holds a pool (random sampling), picks the
     epoch's caption(s) (`data.caption_mode`; 'all' gives one row per caption) and tokenises them.
@@ -148,7 +150,7 @@ def training_rows(
 
 
 def eval_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray Data map function: decoded video rows -> evaluation rows (failed videos dropped)."""
+    """Decoded video rows -> evaluation rows (failed videos dropped)."""
     ok = np.array([not e for e in batch["error"]], dtype=bool)
     return {
         key: np.asarray(batch[key])[ok]
@@ -193,8 +195,9 @@ class FrameStore:
             materialize = self.bytes() * 2 <= MATERIALIZE_SHARE * capacity  # decompressed: about 2x
         if not materialize:  # streamed from disk: a new file order every epoch
             return ray.data.read_parquet(str(self.path), shuffle="files")
+        rows_per_block = max(1, min(BLOCK_ROWS, self.videos // MIN_BLOCKS))
         ds = ray.data.read_parquet(str(self.path))
-        return ds.repartition(target_num_rows_per_block=BLOCK_ROWS).materialize()
+        return ds.repartition(target_num_rows_per_block=rows_per_block).materialize()
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -204,44 +207,55 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-@contextmanager
-def bounded_retries():
-    """Ray Data retries a task whose worker died forever by default, so a file that crashes its
-    decoder would hang the job; `max_retries` is still the only way to bound that (passed through
-    `ray_remote_args`, whose deprecation warning is silenced here)."""
+def decode_dataset(
+    rows: list[dict[str, Any]],
+    settings: DecodeSettings,
+    batch: int = DECODE_BATCH,
+    shuffle: bool = False,
+    concurrency: int | None = None,
+    decode_fn: Callable = decode_rows,
+) -> ray.data.Dataset:
+    """`rows` decoded by Ray Data tasks (`decode_rows`), `batch` videos per task, in a new block
+    order per execution when `shuffle`; for the store, the training stream and bulk ingestion.
+
+    Ray Data retries a task whose worker died forever by default, so a file that crashes its
+    decoder would hang the job: retries are bounded to one. `max_retries` is still the only way to
+    say so (through `ray_remote_args`, whose deprecation warning is silenced here).
+    """
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch)))
+    if shuffle:
+        ds = ds.randomize_block_order()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(
+            decode_fn,
+            fn_kwargs={"settings": settings.model_dump()},
+            batch_size=batch,
+            num_cpus=DECODE_CPUS,
+            max_retries=1,
+            compute=ray.data.TaskPoolStrategy(size=concurrency) if concurrency else None,
+        )
+
+
+@contextmanager
+def tolerating_lost_blocks(blocks: int):
+    """Let up to `blocks` blocks fail (their tasks kept dying) without failing the execution:
+    the caller finds their videos missing from the output and records them as failed."""
+    ctx = ray.data.DataContext.get_current()
+    previous, ctx.max_errored_blocks = ctx.max_errored_blocks, blocks
+    try:
         yield
+    finally:
+        ctx.max_errored_blocks = previous
 
 
 def decode_pass(
-    rows: list[dict[str, Any]],
-    settings: DecodeSettings,
-    out: Path,
-    batch: int,
-    decode_cpus: float,
-    decode_fn: Callable = decode_rows,
+    rows: list[dict[str, Any]], settings: DecodeSettings, out: Path, batch: int, decode_fn: Callable
 ) -> None:
-    """Decode `rows` with Ray Data tasks and write them as Parquet under `out`; a block whose
-    task keeps dying is skipped (its videos are missing from `out`)."""
-    ctx = ray.data.DataContext.get_current()
-    previous = ctx.max_errored_blocks
-    ctx.max_errored_blocks = math.ceil(len(rows) / batch)
-    try:
-        with bounded_retries():
-            (
-                ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch)))
-                .map_batches(
-                    decode_fn,
-                    fn_kwargs={"settings": settings.model_dump()},
-                    batch_size=batch,
-                    num_cpus=decode_cpus,
-                    max_retries=1,
-                )
-                .write_parquet(str(out))
-            )
-    finally:
-        ctx.max_errored_blocks = previous
+    """Decode `rows` and write them as Parquet under `out`; a block whose task keeps dying is
+    skipped (its videos are missing from `out`)."""
+    with tolerating_lost_blocks(math.ceil(len(rows) / batch)):
+        decode_dataset(rows, settings, batch, decode_fn=decode_fn).write_parquet(str(out))
 
 
 def _written_index(folder: Path) -> dict[int, str]:
@@ -256,7 +270,6 @@ def ensure_store(
     records: Sequence[VideoRecord],
     settings: DecodeSettings,
     cache_dir: Path,
-    decode_cpus: float = 1.0,
     decode_fn: Callable = decode_rows,
 ) -> FrameStore:
     """The store of `records` at `settings`: reused when complete, otherwise decoded and written."""
@@ -267,11 +280,11 @@ def ensure_store(
         rows = record_rows(records)
         tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            decode_pass(rows, settings, tmp / "part-0", DECODE_BATCH, decode_cpus, decode_fn)
+            decode_pass(rows, settings, tmp / "part-0", DECODE_BATCH, decode_fn)
             written = _written_index(tmp)
             missing = [r for r in rows if r["video_index"] not in written]
             if missing:  # blocks lost to dying workers: once more, one video per task
-                decode_pass(missing, settings, tmp / "part-1", 1, decode_cpus, decode_fn)
+                decode_pass(missing, settings, tmp / "part-1", 1, decode_fn)
                 written = _written_index(tmp)
             outcome = {r["path"]: written.get(r["video_index"], WORKER_DIED) for r in rows}
             failures = {path: reason for path, reason in outcome.items() if reason}

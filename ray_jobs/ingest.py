@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,14 +37,14 @@ from adaclip.errors import ConfigError, DataError, IndexUnavailableError
 from adaclip.index import VideoIndex, open_index, video_id
 from adaclip.video.settings import DecodeSettings
 from ray_jobs.common import config_from, emit, init_ray
-from ray_jobs.data import DECODE_CPUS
-from ray_jobs.frame_store import DECODE_BATCH, WORKER_DIED, bounded_retries, decode_rows
+from ray_jobs.frame_store import WORKER_DIED, decode_dataset, tolerating_lost_blocks
 from ray_jobs.ingest_stages import EncodeVideos
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".3gp"}
 CHECKPOINT_KEY = "model.checkpoint"
 EXISTS_CHUNK = 1000  # ids per index.exists call
 HASH_THREADS = 8
+ENCODE_CPUS = 0.5  # per encoder actor: leaves the decode tasks a core on a 2-core machine
 
 
 @dataclass
@@ -196,28 +195,17 @@ def encoded_dataset(rows: list[dict[str, Any]], cfg: Config, checkpoint: str | N
     cluster has one); failed files travel on as rows with ``error`` set."""
     gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     settings = DecodeSettings.from_config(cfg, train=False)
-    return (
-        ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / DECODE_BATCH)))
-        .map_batches(
-            decode_rows,
-            fn_kwargs={"settings": settings.model_dump()},
-            batch_size=DECODE_BATCH,
-            num_cpus=DECODE_CPUS,
-            max_retries=1,
-            compute=ray.data.TaskPoolStrategy(size=args.decoders) if args.decoders else None,
-        )
-        .map_batches(
-            EncodeVideos,
-            fn_constructor_kwargs={
-                "config": cfg.model_dump(mode="json"),
-                "checkpoint": checkpoint,
-                "seed": args.seed,
-            },
-            batch_size=args.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=args.encoders),
-            num_cpus=DECODE_CPUS,
-            num_gpus=gpus,
-        )
+    return decode_dataset(rows, settings, concurrency=args.decoders).map_batches(
+        EncodeVideos,
+        fn_constructor_kwargs={
+            "config": cfg.model_dump(mode="json"),
+            "checkpoint": checkpoint,
+            "seed": args.seed,
+        },
+        batch_size=args.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=args.encoders),
+        num_cpus=ENCODE_CPUS,
+        num_gpus=gpus,
     )
 
 
@@ -233,22 +221,22 @@ def run_pipeline(todo, cfg, checkpoint, args, index: VideoIndex, version: str) -
         total=len(todo), unit="video", desc="ingest", disable=args.json or not sys.stderr.isatty()
     )
     ingested, failures, seen = 0, {}, set()
-    ctx = ray.data.DataContext.get_current()
-    previous, ctx.max_errored_blocks = ctx.max_errored_blocks, len(todo)
     try:
-        with bounded_retries():
-            dataset = encoded_dataset(todo, cfg, checkpoint, args)
-        batches = dataset.iter_batches(batch_size=args.upsert_batch, batch_format="numpy")
-        for batch in batches:
-            seen.update(str(p) for p in batch["path"])
-            failures.update({str(p): str(e) for p, e in zip(batch["path"], batch["error"], strict=True) if e})
-            items = to_items(batch, version)
-            if items:
-                index.upsert(items)
-            ingested += len(items)
-            progress.update(len(batch["path"]))
+        with tolerating_lost_blocks(len(todo)):
+            batches = encoded_dataset(todo, cfg, checkpoint, args).iter_batches(
+                batch_size=args.upsert_batch, batch_format="numpy"
+            )
+            for batch in batches:
+                seen.update(str(p) for p in batch["path"])
+                failures.update(
+                    {str(p): str(e) for p, e in zip(batch["path"], batch["error"], strict=True) if e}
+                )
+                items = to_items(batch, version)
+                if items:
+                    index.upsert(items)
+                ingested += len(items)
+                progress.update(len(batch["path"]))
     finally:
-        ctx.max_errored_blocks = previous
         progress.close()
     failures.update({row["path"]: WORKER_DIED for row in todo if row["path"] not in seen})
     index.optimize()

@@ -186,7 +186,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
         )
         metrics: dict[str, Any] = {"epoch": epoch, **stats}
         metrics["samples_per_s"] = stats["samples"] / (time.perf_counter() - start)
-        metrics["decode_failed"] = count_failed(failed, loop["decode_failed"], world, device)
+        metrics["decode_failed"] = count_failed(failed, loop, world, device)
         check_error_ratio(
             {"seen": loop["videos"], "failed": metrics["decode_failed"], "failures": {}},
             cfg.data.max_error_ratio,
@@ -233,11 +233,13 @@ def steps_per_worker(steps: int, world: int, device: torch.device) -> list[int]:
     return [int(p.item()) for p in parts]
 
 
-def count_failed(failed: set[int], known: int, world: int, device: torch.device) -> int:
-    """Videos that failed to decode: those the store recorded (`known`), or, for a stream
-    without a store, the failed rows every worker saw this epoch."""
-    if world == 1 or known:
-        return known or len(failed)
+def count_failed(failed: set[int], loop: dict[str, Any], world: int, device: torch.device) -> int:
+    """Videos that failed to decode: those the store recorded, or, for a stream without a store,
+    the failed rows every worker saw this epoch."""
+    if loop["from_store"]:
+        return loop["decode_failed"]
+    if world == 1:
+        return len(failed)
     count = torch.tensor([len(failed)], device=device)
     dist.all_reduce(count)
     return int(count.item())
