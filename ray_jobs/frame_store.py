@@ -53,9 +53,10 @@ WORKER_DIED = "its decode task failed twice (the worker crashed or ran out of me
 # Materialise a store read for training when it takes at most this share of the object store.
 MATERIALIZE_SHARE = 0.3
 # Videos per block of a materialised store: at most BLOCK_ROWS, and at least MIN_BLOCKS blocks,
-# so a small store still has a block order worth shuffling every epoch.
+# so a small store still has a block order worth shuffling every epoch (each block adds a little
+# per-epoch overhead, so not smaller than that).
 BLOCK_ROWS = 8
-MIN_BLOCKS = 16
+MIN_BLOCKS = 4
 
 
 def record_rows(records: Sequence[VideoRecord]) -> list[dict[str, Any]]:
