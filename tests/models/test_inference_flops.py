@@ -7,6 +7,7 @@ import torch
 from adaclip.config import ModelConfig
 from adaclip.models import (
     AdaCLIP,
+    aggregation_gflops,
     gflops_per_video,
     image_encoder_gflops,
     measure_encode_video_gflops,
@@ -106,9 +107,51 @@ def test_uniform_selection_has_no_selector_cost():
     assert budget["image_encoder"] == pytest.approx(4 * image_encoder_gflops(model))
 
 
-def test_vit_b_32_costs_what_adaclip_reports():
-    """AdaCLIP's tables count multiply-adds: CLIP ViT-B/32 is 4.4 GFLOPs per 224x224 frame."""
-    visual = open_clip.create_model("ViT-B-32").visual
-    x = torch.zeros(1, 3, 224, 224)
-    flops, _ = count_flops(visual, lambda: visual(x))
-    assert flops / 2 / 1e9 == pytest.approx(4.4, abs=0.05)
+def transformer_macs(tokens: int, width: int, layers: int = 1) -> int:
+    """open_clip residual blocks, counted by hand: Q/K/V and output projections (4 L D^2), Q K^T and
+    attention x V (2 L^2 D), the 4x MLP (8 L D^2)."""
+    return layers * (12 * tokens * width**2 + 2 * tokens**2 * width)
+
+
+@pytest.mark.parametrize(
+    ("name", "reported"),
+    [("ViT-B-32", 4.4), ("ViT-B-16", 17.58)],  # AdaCLIP's table; open_clip's model profile
+)
+def test_image_encoder_gflops_match_published_counts_in_eval_mode(name, reported):
+    """Eval mode + no_grad takes the fused attention path; it must be counted all the same."""
+    torch.manual_seed(0)
+    model = AdaCLIP.from_config(
+        ModelConfig.model_validate({"clip": {"name": name}, "selection": "uniform", "aggregation": "mean"})
+    ).eval()
+    assert image_encoder_gflops(model) == pytest.approx(reported, rel=0.05)
+    assert not model.training
+    assert torch.backends.mha.get_fastpath_enabled()  # counting restores the fast path
+
+
+def test_vit_b_32_by_hand():
+    """Patch embedding + 12 blocks over 50 tokens + the output projection, counted independently."""
+    visual = open_clip.create_model("ViT-B-32").visual.eval()
+    macs = 49 * 768 * 3 * 32 * 32 + transformer_macs(50, 768, layers=12) + 768 * 512
+    flops, _ = count_flops(visual, lambda: visual(torch.zeros(1, 3, 224, 224)))
+    assert flops / 2 == macs
+
+
+def test_transformer_aggregator_attention_is_counted():
+    model = tiny_model(selection="uniform", aggregation="transformer")
+    k, d = 4, 64
+    macs = transformer_macs(k, d) + k * d + k * d  # one layer over the K frames, Linear(D, 1), weighted sum
+    assert aggregation_gflops(model) == pytest.approx(macs / 1e9, rel=1e-12)
+
+
+def test_similarity_header_and_selector_transformer_attention_are_counted():
+    hidden, mlp_hidden, pixels = 32, 8, 16 * 16
+    model = tiny_model(
+        sim_header="seqTransf",
+        selector={"temporal": "transformer", "hidden_dim": hidden, "mlp_hidden": mlp_hidden},
+    )
+    k, d = 4, 64
+    header = transformer_macs(k, d, layers=4)
+    mlp_score = k * (2 * d * d + 2 * d * d + d) + k * d  # the MLP per frame, then the weighted sum
+    assert aggregation_gflops(model) == pytest.approx((header + mlp_score) / 1e9, rel=1e-12)
+    selector = N * pixels * hidden + transformer_macs(N, hidden) + N * (hidden * mlp_hidden + mlp_hidden)
+    assert selector_gflops(model) == pytest.approx(selector / 1e9, rel=1e-12)
