@@ -171,10 +171,10 @@ def encode_decoded(model: AdaCLIP, decoded: Sequence[DecodedVideo]) -> list[Enco
 
 
 @torch.no_grad()
-def encode_queries(model: AdaCLIP, texts: Sequence[str]) -> np.ndarray:
-    """Unit text embeddings (T, D) float32 for search queries."""
+def encode_queries(model: AdaCLIP, texts: Sequence[str], context_length: int) -> np.ndarray:
+    """Unit text embeddings (T, D) float32 for search queries (`context_length`: data.max_text_tokens)."""
     model.eval()
-    return _unit(embed_texts(model, list(texts)).float()).numpy()
+    return _unit(embed_texts(model, list(texts), context_length).float()).numpy()
 
 
 def to_indexed(

@@ -19,12 +19,15 @@ from adaclip.models import AdaCLIP, VideoEmbedding
 
 
 @torch.no_grad()
-def embed_texts(model: AdaCLIP, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """Text embeddings (T, D) in float32 on the CPU."""
+def embed_texts(
+    model: AdaCLIP, texts: Sequence[str], context_length: int, batch_size: int = 256
+) -> torch.Tensor:
+    """Text embeddings (T, D) in float32 on the CPU, tokenised to `context_length` tokens (the
+    config's `data.max_text_tokens`, the length training used: AdaCLIP's max_txt_len)."""
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(texts), batch_size):
-        tokens = model.tokenize(list(texts[start : start + batch_size])).to(device)
+        tokens = model.tokenize(list(texts[start : start + batch_size]), context_length).to(device)
         out.append(model.encode_text(tokens).float().cpu())
     return torch.cat(out)
 

@@ -52,11 +52,13 @@ def load_for_eval(
 def evaluate(model: AdaCLIP, cfg: Config, split: str, batch_size: int | None = None) -> dict[str, Any]:
     """Metrics of `model` on `split` of the config's annotations."""
     records = read_split(cfg, split)
-    texts, caption_to_video = caption_table(records)
+    texts, caption_to_video = caption_table(records, cfg.data.caption_mode)
     batch = batch_size or max(1, min(cfg.train.eval_batch_size, 2048 // cfg.model.num_frames))
     stream = eval_batches(eval_dataset(records, cfg)[0], batch)
     videos = embed_videos(model, stream)
-    result = retrieval_metrics(model, embed_texts(model, texts), caption_to_video, videos)
+    result = retrieval_metrics(
+        model, embed_texts(model, texts, cfg.data.max_text_tokens), caption_to_video, videos
+    )
     result.update(
         split=split,
         aggregation=cfg.model.aggregation,

@@ -135,12 +135,12 @@ def train_epoch(
 
 
 def validate(
-    model: AdaCLIP, shard, texts: list[str], caption_to_video: list[int], batch: int
+    model: AdaCLIP, shard, texts: list[str], caption_to_video: list[int], batch: int, context_length: int
 ) -> dict[str, Any]:
     """Text-to-video and video-to-text metrics on the validation stream."""
     model.eval()
     videos = embed_videos(model, eval_batches(shard, batch))
-    return retrieval_metrics(model, embed_texts(model, texts), caption_to_video, videos)
+    return retrieval_metrics(model, embed_texts(model, texts, context_length), caption_to_video, videos)
 
 
 def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
@@ -193,7 +193,12 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
         )
         if rank == 0:
             val = validate(
-                model, ray.train.get_dataset_shard("val"), loop["val_texts"], loop["val_c2v"], per_worker
+                model,
+                ray.train.get_dataset_shard("val"),
+                loop["val_texts"],
+                loop["val_c2v"],
+                per_worker,
+                cfg.data.max_text_tokens,
             )
             metrics["val_s"] = time.perf_counter() - start - stats["train_s"]
             metrics.update({f"val_t2v_{k_}": v for k_, v in val["t2v"].items()})
@@ -255,7 +260,7 @@ def build_trainer(cfg: Config) -> tuple[ray.train.torch.TorchTrainer, dict[str, 
     present, and the videos known to have failed to decode. Decoding into the frame store (when
     `data.cache_dir` is set) happens here, before the Train workers hold any CPU."""
     train_records, val_records = read_split(cfg, cfg.data.train_split), read_split(cfg, cfg.data.val_split)
-    texts, c2v = caption_table(val_records)
+    texts, c2v = caption_table(val_records, cfg.data.caption_mode)
     train_ds, train_store = train_dataset(train_records, cfg)
     val_ds, val_store = eval_dataset(val_records, cfg)
     failures = {**(train_store.failures if train_store else {}), **(val_store.failures if val_store else {})}

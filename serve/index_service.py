@@ -86,7 +86,9 @@ class IndexService:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _embed(self, texts: list[str]) -> list[np.ndarray]:
-        vectors = await asyncio.to_thread(encode_queries, self.model, texts)  # (T, D)
+        vectors = await asyncio.to_thread(
+            encode_queries, self.model, texts, self.cfg.data.max_text_tokens
+        )  # (T, D)
         return list(vectors)
 
     # ---- API used by the ingress -------------------------------------------------------------

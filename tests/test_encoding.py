@@ -83,7 +83,7 @@ def test_qscore_vector_is_normalised_mean_of_kept_frames(cfg, decoded):
 
 def test_queries_are_unit_vectors(cfg):
     model = load_encoder_model(cfg, seed=1)
-    q = encode_queries(model, ["a red circle", "a big blue square in the middle"])
+    q = encode_queries(model, ["a red circle", "a big blue square in the middle"], cfg.data.max_text_tokens)
     assert q.shape == (2, model.embed_dim) and q.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
 

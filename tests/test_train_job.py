@@ -200,6 +200,37 @@ def test_evaluate_zero_shot_models_with_each_aggregation(ray_local, trained, tin
     assert results["mean"]["gflops_per_video"] > gflops_per_video(learned)["total"] > 0
 
 
+def test_paragraph_evaluation_tokenised_to_the_configs_length(ray_local, tiny_overrides):
+    """caption_mode=concat scores one paragraph per video (AdaCLIP's DiDeMo / ActivityNet protocol),
+    tokenised to data.max_text_tokens like training; checked against a computation written here."""
+    import numpy as np
+    import open_clip
+
+    from adaclip.encoding import decode_for_model, encode_decoded
+    from ray_jobs.common import read_split
+    from ray_jobs.evaluate import evaluate, load_for_eval
+
+    overrides = ["model.selection=all", "model.aggregation=mean", "data.caption_mode=concat"]
+    model, cfg = load_for_eval(None, str(TINY), [*tiny_overrides, *overrides, "data.max_text_tokens=8"])
+    result = evaluate(model, cfg, "test")
+    assert result["captions"] == result["videos"] == 4
+
+    records = read_split(cfg, "test")
+    paragraphs = [" ".join(r.captions) for r in records]
+    tokens = open_clip.tokenizer.tokenize(paragraphs, context_length=8)  # truncated, end token kept
+    assert (tokens[:, -1] != 0).all()  # every paragraph is longer than 8 tokens: the length matters
+    with torch.no_grad():
+        text = model.encode_text(tokens).double()
+    text = text / text.norm(dim=1, keepdim=True)
+    videos = np.stack(
+        [e.video for e in encode_decoded(model, [decode_for_model(r.path, cfg) for r in records])]
+    )
+    sims = text @ torch.from_numpy(videos).double().T  # (4 paragraphs, 4 videos)
+    ranks = torch.tensor([(sims[i] > sims[i, i]).sum().item() for i in range(4)], dtype=torch.float64)
+    assert result["t2v"]["R1"] == pytest.approx(100 * (ranks < 1).double().mean().item())
+    assert result["t2v"]["MeanR"] == pytest.approx((ranks + 1).mean().item())
+
+
 def test_evaluating_with_an_aggregation_the_checkpoint_lacks_is_a_config_error(trained):
     from ray_jobs.evaluate import load_for_eval
 

@@ -97,14 +97,17 @@ def captions_for_training(captions: list[str], mode: CaptionMode, rng: np.random
     raise ValueError(f"unknown caption mode {mode!r}; expected 'concat', 'random' or 'all'")
 
 
-def caption_table(records: list[VideoRecord]) -> tuple[list[str], list[int]]:
-    """Flatten every caption for evaluation: ``texts[i]`` belongs to video ``caption_to_video[i]``.
+def caption_table(records: list[VideoRecord], mode: CaptionMode) -> tuple[list[str], list[int]]:
+    """The evaluation queries: ``texts[i]`` belongs to video ``caption_to_video[i]``.
 
-    ``caption_to_video`` indexes ``records`` (the columns of a (captions, videos) similarity matrix).
+    ``concat`` (DiDeMo, ActivityNet) is paragraph retrieval as AdaCLIP evaluates it: one query per
+    video, its captions joined as in training. ``random`` and ``all`` score every caption as its own
+    query. ``caption_to_video`` indexes ``records`` (the columns of a (queries, videos) matrix).
     """
     texts: list[str] = []
     caption_to_video: list[int] = []
     for column, record in enumerate(records):
-        texts.extend(record.captions)
-        caption_to_video.extend([column] * len(record.captions))
+        queries = [" ".join(record.captions)] if mode == "concat" else record.captions
+        texts.extend(queries)
+        caption_to_video.extend([column] * len(queries))
     return texts, caption_to_video

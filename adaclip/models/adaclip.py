@@ -128,9 +128,15 @@ class AdaCLIP(nn.Module):
         return self.tokenizer(texts, context_length=length)
 
     def encode_text(self, tokens: Tensor) -> Tensor:
-        """Token ids (T, L) -> text embeddings (T, D), unnormalised."""
+        """Token ids (T, L) -> text embeddings (T, D), unnormalised.
+
+        L may be shorter than CLIP's context (AdaCLIP's max_txt_len): the ids are zero-padded to it,
+        which under the causal mask gives the end-of-text token the same output as a short sequence.
+        """
         tokens = tokens.to(self.device)
         if self.word_agg is None:
+            if tokens.shape[1] < self.context_length:
+                tokens = F.pad(tokens, (0, self.context_length - tokens.shape[1]))  # (T, context)
             return self.clip.encode_text(tokens)  # (T, D)
         feats, mask = text_token_features(self.clip, tokens)  # (T, L, D), (T, L)
         return self.word_agg(feats, mask)  # (T, D)

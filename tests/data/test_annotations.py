@@ -211,7 +211,26 @@ def test_caption_modes():
 
 def test_caption_table(jsonl_cfg):
     records = read_annotations(jsonl_cfg, "train") + read_annotations(jsonl_cfg, "test")
-    texts, caption_to_video = caption_table(records)
-    assert texts == ["a cat", "a small cat", "a dog", "a cow", "two cows"]
-    assert caption_to_video == [0, 0, 1, 2, 2]
-    assert caption_table([]) == ([], [])
+    for mode in ("random", "all"):
+        texts, caption_to_video = caption_table(records, mode)
+        assert texts == ["a cat", "a small cat", "a dog", "a cow", "two cows"]
+        assert caption_to_video == [0, 0, 1, 2, 2]
+    assert caption_table(records, "concat") == (["a cat a small cat", "a dog", "a cow two cows"], [0, 1, 2])
+    assert caption_table([], "concat") == ([], [])
+
+
+@pytest.mark.parametrize("dataset", ["jsonl", "msrvtt", "didemo", "activitynet"])
+def test_paragraph_queries_in_every_annotation_format(tmp_path, videos, dataset):
+    """concat evaluation: one query per video, its sentences joined in order, whatever the format."""
+    sentences = {"video0": ["a man walks in.", "he sits down."], "v_abc": ["one", "two", "three"]}
+    if dataset == "jsonl":
+        rows = [{"video": f"{v}.mp4", "captions": s, "split": "test"} for v, s in sentences.items()]
+        annotations = _jsonl(tmp_path / "a.jsonl", rows)
+    else:
+        annotations = tmp_path / dataset
+        name = "val_1.json" if dataset == "activitynet" else "test.json"
+        _write(annotations / name, {v: {"sentences": s, "extension": ".mp4"} for v, s in sentences.items()})
+    cfg = DataConfig(dataset=dataset, annotations=annotations, video_root=videos)
+    texts, caption_to_video = caption_table(read_annotations(cfg, "test"), "concat")
+    assert texts == ["a man walks in. he sits down.", "one two three"]
+    assert caption_to_video == [0, 1]

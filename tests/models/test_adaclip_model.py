@@ -197,6 +197,19 @@ def test_model_version_and_tokenize():
         a.tokenize(["a"], context_length=64)
 
 
+def test_text_shorter_than_clips_context_is_encoded_as_a_short_sequence():
+    """AdaCLIP tokenises to max_txt_len (< CLIP's 77) and runs the tower on that many positions."""
+    torch.manual_seed(0)
+    model = AdaCLIP.from_config(tiny_cfg()).eval()
+    tokens = model.tokenize(["a small red circle moves to the left of a big blue square"], context_length=8)
+    clip = model.clip
+    with torch.no_grad():
+        x = clip.token_embedding(tokens) + clip.positional_embedding[:8]  # only 8 positions
+        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:8, :8]))
+        expected = x[torch.arange(1), tokens.argmax(dim=-1)] @ clip.text_projection
+        torch.testing.assert_close(model.encode_text(tokens), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("aggregation", ["mlp", "qscore"])
 def test_bfloat16_autocast_on_cpu(aggregation):
     torch.manual_seed(0)

@@ -177,7 +177,7 @@ def test_search_equals_brute_force(app, uploaded, checkpoint):
     video = torch.from_numpy(np.stack([e.video for e in encoded]))  # (V, D)
     frames = torch.from_numpy(np.stack([e.frames for e in encoded]))  # (V, K, D)
     queries = [uploaded[ids[0]]["captions"][0], uploaded[ids[3]]["captions"][1], "a big blue square"]
-    text = torch.from_numpy(encode_queries(model, queries))  # (T, D)
+    text = torch.from_numpy(encode_queries(model, queries, cfg.data.max_text_tokens))  # (T, D)
     fast = (text @ video.T).numpy()  # (T, V) cosine
     qscore = query_scoring_similarity(text, frames, cfg.model.qscore_temperature).numpy()  # (T, V)
     for t, q in enumerate(queries):
