@@ -41,11 +41,27 @@ class SelectorConfig(Strict):
         description="torchvision weights: 'imagenet' or a local state_dict file; None = random init",
     )
     freeze_backbone: bool = True
-    input_size: int = Field(default=56, ge=8, description="side of the selector's cheap square view")
+    input_size: int = Field(
+        default=224,
+        ge=8,
+        description="side of the selector's square view; by default 224 for CNN backbones (AdaCLIP's "
+        "policy input) and 56 for raw pixels (AdaCLIP's --rescale_size)",
+    )
     temporal: Literal["none", "transformer", "lstm", "bilstm"] = "transformer"
     hidden_dim: int = Field(default=512, ge=1)
     scorer: Literal["mlp", "linear"] = "mlp"
     mlp_hidden: int = Field(default=1024, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _view_size_by_backbone(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and "input_size" not in data
+            and data.get("backbone") in ("raw", "clip", "frozen_clip")
+        ):
+            return {**data, "input_size": 56}  # raw: AdaCLIP's rescale_size; clip backbones read embeddings
+        return data
 
     @property
     def grayscale(self) -> bool:
