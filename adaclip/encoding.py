@@ -30,6 +30,7 @@ from adaclip.index import (
     video_id,
 )
 from adaclip.models import AdaCLIP
+from adaclip.models.aggregation import MeanAggregator
 from adaclip.video.decode import DecodedVideo
 from adaclip.video.settings import DecodeSettings
 
@@ -138,7 +139,8 @@ def encode_decoded(model: AdaCLIP, decoded: Sequence[DecodedVideo]) -> list[Enco
     """Encode decoded videos in one batch (eval mode: CLIP runs on the K selected frames only).
 
     All videos must share the decode settings (same N and frame sizes). For query-scoring models
-    (no aggregator) the ANN vector is the normalised mean of the unit kept-frame embeddings.
+    (no aggregator) the ANN vector is SPEC's `mean` of the kept frames, normalize(mean_k x_k)
+    (AdaCLIP's normalize(mean_k normalize(x_k)) with `model.mean_normalize_frames`).
     """
     if not decoded:
         return []
@@ -148,7 +150,10 @@ def encode_decoded(model: AdaCLIP, decoded: Sequence[DecodedVideo]) -> list[Enco
     views = torch.from_numpy(np.stack([d.selector_frames for d in decoded])).to(device)  # (B, N, s, s, C)
     emb = model.encode_video(clip, views)
     frames = emb.frames.float()  # (B, K, D)
-    video = emb.video.float() if emb.video is not None else _unit(_unit(frames).mean(dim=1))  # (B, D)
+    if emb.video is not None:
+        video = emb.video.float()  # (B, D)
+    else:
+        video = MeanAggregator(model.cfg.mean_normalize_frames)(frames)  # (B, D)
     video = _unit(video).cpu().numpy()
     frames_np = frames.cpu().numpy()
     kept = emb.indices.cpu().numpy()  # (B, K) positions among the N sampled frames

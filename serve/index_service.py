@@ -45,6 +45,7 @@ class IndexService:
         self.model_version = self.model.model_version
         self.dim = int(self.model.embed_dim)
         self.temperature = self.cfg.model.qscore_temperature
+        self.variant = self.cfg.model.qscore_variant
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
         self._index: VideoIndex | None = None
         self._last_error = "not opened yet"
@@ -137,7 +138,7 @@ class IndexService:
         vector = await self._embed(query)
 
         def search(index: VideoIndex) -> list[dict[str, Any]]:
-            hits = index.search(vector, k, mode, filters or None, candidates, self.temperature)
+            hits = index.search(vector, k, mode, filters or None, candidates, self.temperature, self.variant)
             return [
                 {
                     "id": h.id,

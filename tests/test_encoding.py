@@ -72,12 +72,17 @@ def test_batched_encoding_matches_one_by_one(cfg, decoded):
         assert e.duration == pytest.approx(d.duration)
 
 
-def test_qscore_vector_is_normalised_mean_of_kept_frames(cfg, decoded):
-    qcfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"aggregation": "qscore"})})
+@pytest.mark.parametrize("normalize_frames", [False, True])
+def test_qscore_vector_is_spec_mean_of_kept_frames(cfg, decoded, normalize_frames):
+    """SPEC's mean, normalize(mean_k x_k); AdaCLIP's normalize(mean_k normalize(x_k)) as its option."""
+    update = {"aggregation": "qscore", "mean_normalize_frames": normalize_frames}
+    qcfg = cfg.model_copy(update={"model": cfg.model.model_copy(update=update)})
     model = load_encoder_model(qcfg, seed=2)
     (e,) = encode_decoded(model, decoded[:1])
-    unit = e.frames / np.linalg.norm(e.frames, axis=1, keepdims=True)
-    mean = unit.mean(axis=0)
+    x = e.frames.astype(np.float64)
+    if normalize_frames:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    mean = x.mean(axis=0)
     np.testing.assert_allclose(e.video, mean / np.linalg.norm(mean), atol=1e-5)
 
 

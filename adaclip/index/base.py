@@ -35,6 +35,7 @@ KEYWORD_FIELDS = (KEY_SOURCE, KEY_TITLE, KEY_MODEL_VERSION)  # payload indexes (
 VIDEO_ID_NAMESPACE = uuid.UUID("5f0b6f5e-8c1a-5d7e-9a57-adac11b0a001")
 
 Mode = Literal["fast", "rerank", "exact"]
+QscoreVariant = Literal["embedding", "scores"]
 MODES = ("fast", "rerank", "exact")
 FilterValue = str | int | bool
 SCAN_PAGE = 256  # points per page when `exact` scrolls the whole collection
@@ -235,8 +236,10 @@ class VideoIndex:
         filters: dict[str, FilterValue] | None = None,
         candidates: int | None = None,
         temperature: float = 0.1,
+        variant: QscoreVariant = "embedding",
     ) -> list[SearchHit]:
-        """Top `k` videos for a text embedding `query` (D,), best first (see the class docstring)."""
+        """Top `k` videos for a text embedding `query` (D,), best first (see the class docstring).
+        `temperature` and `variant` are the model's query scoring (`qscore_temperature`, `qscore_variant`)."""
         q = self._check_query(query)
         self._check_search_args(k, mode, filters, candidates, temperature)
         k = int(k)
@@ -244,10 +247,10 @@ class VideoIndex:
             return [self._fast_hit(p, q) for p in self.backend.nearest(q, k, filters)]
         if mode == "rerank":
             limit = max(k, int(candidates) if candidates is not None else self.rerank_candidates)
-            return self._rescore(q, self.backend.nearest(q, limit, filters), k, temperature)
+            return self._rescore(q, self.backend.nearest(q, limit, filters), k, temperature, variant)
         best: list[SearchHit] = []
         for page in self.backend.scan(filters, SCAN_PAGE):
-            best = top_k(best + self._rescore(q, page, k, temperature), k)
+            best = top_k(best + self._rescore(q, page, k, temperature, variant), k)
         return best
 
     def close(self) -> None:
@@ -268,10 +271,10 @@ class VideoIndex:
         return SearchHit(id=p.id, score=float(p.score), payload=payload, moment=moment, frame_index=idx)
 
     def _rescore(
-        self, q: np.ndarray, points: list[StoredPoint], k: int, temperature: float
+        self, q: np.ndarray, points: list[StoredPoint], k: int, temperature: float, variant: QscoreVariant
     ) -> list[SearchHit]:
         """Exact query-scoring scores of `points`, best `k` first."""
-        scores = query_scoring_scores(q, [p.frames for p in points], temperature)
+        scores = query_scoring_scores(q, [p.frames for p in points], temperature, variant)
         hits = []
         for p, score in zip(points, scores, strict=True):
             payload = p.payload or {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -19,8 +19,13 @@ if TYPE_CHECKING:
     from adaclip.index.base import SearchHit
 
 
-def query_scoring_scores(query: np.ndarray, frames: Sequence[np.ndarray], temperature: float) -> list[float]:
-    """Clip-Hitchhiker query-scoring cosine (SPEC section 4, embedding variant) of each video.
+def query_scoring_scores(
+    query: np.ndarray,
+    frames: Sequence[np.ndarray],
+    temperature: float,
+    variant: Literal["embedding", "scores"] = "embedding",
+) -> list[float]:
+    """Clip-Hitchhiker query-scoring score (SPEC section 4, the model's `qscore_variant`) of each video.
 
     query (D,); frames[i] (K_i, D) raw frame vectors -> one float per video, in input order.
     """
@@ -31,7 +36,7 @@ def query_scoring_scores(query: np.ndarray, frames: Sequence[np.ndarray], temper
     text = torch.from_numpy(np.asarray(query, dtype=np.float32)[None])  # (1, D)
     for members in groups.values():
         stacked = torch.from_numpy(np.stack([frames[i] for i in members]).astype(np.float32))  # (V, K, D)
-        sims = query_scoring_similarity(text, stacked, temperature=temperature, variant="embedding")  # (1, V)
+        sims = query_scoring_similarity(text, stacked, temperature=temperature, variant=variant)  # (1, V)
         for i, s in zip(members, sims[0].tolist(), strict=True):
             scores[i] = float(s)
     return scores

@@ -72,6 +72,9 @@ def _act_layer(clip_model: nn.Module) -> type[nn.Module]:
         return nn.GELU
 
 
+NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
+
+
 class AdaCLIP(nn.Module):
     """The retrieval model. Build it with ``AdaCLIP.from_config(cfg, device)``."""
 
@@ -275,14 +278,17 @@ class AdaCLIP(nn.Module):
         self.clip.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
 
     def param_groups(self, lr: float, coef_lr: float, weight_decay: float) -> list[dict]:
-        """AdamW groups (SPEC section 5): CLIP's weights at lr * coef_lr, new modules at lr;
-        no weight decay on biases, norms (every 1-D or 0-D parameter), logit_scale and embeddings."""
+        """AdamW groups (SPEC section 5): CLIP's weights at lr * coef_lr, new modules at lr; no weight
+        decay on biases and normalisation layers only (embeddings and logit_scale decay, as in SPEC)."""
+        norms = {
+            id(p) for m in self.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)
+        }
         groups: dict[tuple[bool, bool], list[tuple[str, nn.Parameter]]] = {}
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
             is_clip = name.startswith("clip.")
-            no_decay = p.ndim < 2 or "embedding" in name or name.endswith("logit_scale")
+            no_decay = name.endswith(".bias") or id(p) in norms
             groups.setdefault((is_clip, no_decay), []).append((name, p))
         out = []
         for (is_clip, no_decay), named in sorted(groups.items()):

@@ -66,12 +66,16 @@ def build_cnn(name: str, weights: str | None) -> tuple[nn.Module, int]:
 
 
 class TemporalContext(nn.Module):
-    """Per-frame features (B, N, F) -> contextual features (B, N, hidden_dim)."""
+    """Per-frame features (B, N, F) -> contextual features (B, N, out_dim).
+
+    ``none`` (AdaCLIP's --no_rnn) passes the backbone features straight to the scorer (out_dim = F).
+    """
 
     def __init__(self, kind: str, in_dim: int, hidden_dim: int, num_frames: int):
         super().__init__()
         self.kind = kind
-        if kind in ("none", "transformer"):
+        self.out_dim = in_dim if kind == "none" else hidden_dim
+        if kind == "transformer":
             self.projection = nn.Linear(in_dim, hidden_dim)
         if kind == "transformer":
             self.position_embeddings = nn.Embedding(num_frames, hidden_dim)
@@ -81,7 +85,7 @@ class TemporalContext(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "none":
-            return self.projection(x)  # (B, N, H)
+            return x  # (B, N, F)
         if self.kind == "transformer":
             n = x.shape[1]
             if n > self.position_embeddings.num_embeddings:
@@ -135,7 +139,7 @@ class FrameSelector(nn.Module):
             feat_dim = clip_dim
         self.feat_dim = feat_dim
         self.temporal = TemporalContext(cfg.temporal, feat_dim, cfg.hidden_dim, num_frames)
-        self.scorer = build_scorer(cfg.scorer, cfg.hidden_dim, cfg.mlp_hidden)
+        self.scorer = build_scorer(cfg.scorer, self.temporal.out_dim, cfg.mlp_hidden)
 
     @property
     def channels(self) -> int:

@@ -63,13 +63,17 @@ def make_queries(videos: list[IndexedVideo], n: int = 5, seed: int = 1) -> list[
     return out
 
 
-def ref_qscore(q: np.ndarray, frames: np.ndarray, temperature: float = 0.1) -> tuple[float, int]:
-    """Clip-Hitchhiker query scoring (embedding variant) and argmax weight, in float64."""
+def ref_qscore(
+    q: np.ndarray, frames: np.ndarray, temperature: float = 0.1, variant: str = "embedding"
+) -> tuple[float, int]:
+    """Clip-Hitchhiker query scoring and argmax weight, in float64."""
     t = _unit(q.astype(np.float64))
     x = frames.astype(np.float64)
     s = _unit(x) @ t
     w = np.exp((s - s.max()) / temperature)
     w /= w.sum()
+    if variant == "scores":
+        return float(w @ s), int(np.argmax(w))
     v = w @ x
     return float(t @ v / np.linalg.norm(v)), int(np.argmax(w))
 
@@ -193,6 +197,14 @@ def test_exact_matches_bruteforce_query_scoring(loaded):
     fast = [[h.id for h in loaded.search(q, k=10, mode="fast")] for q in QUERIES]
     exact = [[h.id for h in loaded.search(q, k=10, mode="exact")] for q in QUERIES]
     assert fast != exact
+
+
+def test_exact_scores_variant_matches_bruteforce(loaded):
+    """The model's qscore_variant reaches the index: `scores` averages the frame similarities."""
+    for q in QUERIES[:3]:
+        scores = {v.id: ref_qscore(q, v.frames, 0.5, "scores")[0] for v in VIDEOS}
+        hits = loaded.search(q, k=10, mode="exact", temperature=0.5, variant="scores")
+        assert_hits(hits, ref_rank(scores, 10), scores)
 
 
 def test_rerank_with_full_prefetch_equals_exact(loaded):

@@ -147,16 +147,19 @@ def test_param_groups():
             seen[id(p)] = group
             is_clip = name.startswith("clip.")
             assert group["lr"] == pytest.approx(1e-7 if is_clip else 1e-4), name
-            no_decay = p.ndim < 2 or "embedding" in name or name.endswith("logit_scale")
+            no_decay = name.endswith(".bias") or ".ln_" in name or name.split(".")[-2].startswith("ln")
             assert group["weight_decay"] == (0.0 if no_decay else 0.2), name
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert set(seen) == trainable  # every trainable parameter exactly once, frozen ones nowhere
     by_name = {n: seen[id(p)] for n, p in model.named_parameters() if p.requires_grad}
-    assert by_name["clip.logit_scale"]["weight_decay"] == 0.0
+    # SPEC section 5: no decay on biases and norms, and only there
     assert by_name["clip.visual.transformer.resblocks.0.ln_1.weight"]["weight_decay"] == 0.0
+    assert by_name["clip.ln_final.bias"]["weight_decay"] == 0.0
     assert by_name["clip.visual.transformer.resblocks.0.mlp.c_fc.bias"]["weight_decay"] == 0.0
-    assert by_name["clip.token_embedding.weight"]["weight_decay"] == 0.0
-    assert by_name["selector.temporal.position_embeddings.weight"]["weight_decay"] == 0.0
+    assert by_name["clip.logit_scale"]["weight_decay"] == 0.2
+    assert by_name["clip.token_embedding.weight"]["weight_decay"] == 0.2
+    assert by_name["clip.visual.class_embedding"]["weight_decay"] == 0.2
+    assert by_name["selector.temporal.position_embeddings.weight"]["weight_decay"] == 0.2
     assert by_name["aggregator.mlp.0.weight"]["weight_decay"] == 0.2
     assert by_name["aggregator.mlp.0.weight"]["lr"] == 1e-4
     optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98))
