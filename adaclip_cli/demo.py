@@ -23,14 +23,9 @@ from tqdm import tqdm
 
 from adaclip.config import load_config
 from adaclip.data.annotations import read_annotations
+from adaclip.data.synth import ensure_corpus
 from ray_jobs.evaluate import format_table
-from ray_jobs.experiment import (
-    VARIANTS,
-    corpus_overrides,
-    ensure_corpus,
-    ensure_pretrained_clip,
-    train_and_evaluate,
-)
+from ray_jobs.experiment import VARIANTS, corpus_overrides, ensure_pretrained_clip, train_and_evaluate
 
 STEPS = 8
 

@@ -15,11 +15,19 @@ import sys
 from pathlib import Path
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
+    "speedup": (
+        "benchmarks.speedup_bench",
+        "pure compute: one vector per video against query scoring over all frames (10k-1M videos)",
+    ),
     "data": (
         "benchmarks.data_bench",
         "training input (frame store, decode every epoch, pre-loaded, decode alone) and bulk ingestion",
     ),
     "serve": ("benchmarks.serve_bench", "search latency per mode, rerank agreement, ingestion throughput"),
+    "agreement": (
+        "benchmarks.agreement_bench",
+        "rerank vs exact on a trained model: agreement, R@1 and latency per candidate count",
+    ),
 }
 
 

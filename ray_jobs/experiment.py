@@ -1,12 +1,15 @@
-"""`adaclip experiment selection`: does learned frame selection beat uniform sampling?
+"""`adaclip experiment selection`: what do learned frame selection and MLP-Score each buy?
 
-On the synthetic corpus (only a few frames of each video show what its caption says), three
-models are trained with the same budget (epochs, batch, learning rates) from the same
-pre-trained tiny CLIP, and scored on the held-out test split:
+On the synthetic corpus (only a few frames of each video show what its caption says), models are
+trained with the same budget (epochs, batch, learning rates, K of N) from the same pre-trained
+tiny CLIP and scored on the held-out test split. Selection x aggregation is a full 2 x 2, so
+the effect of each is measured with the other held fixed:
 
-- learned:    the selector keeps K of N frames (Hard-Top-k), MLP-Score aggregation;
-- uniform:    K evenly spaced of the N frames, mean pooling;
-- all_frames: all N frames, mean pooling (K/N times more image-encoder work).
+- learned:      the selector keeps K of N frames (Hard-Top-k), MLP-Score (AdaCLIP);
+- learned_mean: the selector keeps K of N frames, mean pooling;
+- uniform_mlp:  K evenly spaced of the N frames, MLP-Score;
+- uniform:      K evenly spaced of the N frames, mean pooling;
+- all_frames:   all N frames, mean pooling (N/K times more image-encoder work).
 
     adaclip experiment selection [--config configs/tiny.yaml] [--videos 300] [--json] [key=value ...]
 """
@@ -24,7 +27,7 @@ import torch
 
 from adaclip.checkpoint import CHECKPOINT_FILE
 from adaclip.config import load_config
-from adaclip.data.synth import make_corpus
+from adaclip.data.synth import ensure_corpus
 from adaclip.pretrain import pretrain_clip, synthetic_pairs
 from ray_jobs.common import init_ray
 from ray_jobs.evaluate import evaluate, format_table, load_for_eval
@@ -32,19 +35,18 @@ from ray_jobs.train import run_training
 
 VARIANTS: dict[str, list[str]] = {
     "learned": ["model.selection=learned", "model.aggregation=mlp"],
+    "learned_mean": ["model.selection=learned", "model.aggregation=mean"],
+    "uniform_mlp": ["model.selection=uniform", "model.aggregation=mlp"],
     "uniform": ["model.selection=uniform", "model.aggregation=mean"],
     "all_frames": ["model.selection=all", "model.aggregation=mean"],
 }
-
-
-def ensure_corpus(root: Path, videos: int, seed: int) -> Path:
-    """The synthetic corpus at `root`, generated unless one with the same size and seed is there."""
-    manifest = root / "corpus.json"
-    if manifest.exists():
-        meta = json.loads(manifest.read_text())
-        if meta.get("videos") == videos and meta.get("seed") == seed:
-            return root
-    return make_corpus(root, videos=videos, seed=seed)
+# (better, baseline) pairs that differ in one factor only: R@1 points each factor adds
+EFFECTS: dict[str, tuple[str, str]] = {
+    "selection_with_mlp": ("learned", "uniform_mlp"),
+    "selection_with_mean": ("learned_mean", "uniform"),
+    "mlp_score_with_learned": ("learned", "learned_mean"),
+    "mlp_score_with_uniform": ("uniform_mlp", "uniform"),
+}
 
 
 def ensure_pretrained_clip(path: Path, config: str | None, pairs: int, epochs: int, seed: int) -> Path:
@@ -90,7 +92,7 @@ def train_and_evaluate(
 
 
 def run_selection(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """The three variants on the synthetic corpus, from one pre-trained tiny CLIP."""
+    """Every variant on the synthetic corpus, from one pre-trained tiny CLIP."""
     out = Path(args.out)
     corpus = ensure_corpus(Path(args.corpus), args.videos, args.seed)
     clip = ensure_pretrained_clip(
@@ -101,8 +103,9 @@ def run_selection(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def summary(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """The issue's JSON shape: R1, R5, MedR and GFLOPs per video for each variant."""
-    return {
+    """R1, R5, MedR and GFLOPs per video for each variant, and `effects`: the R@1 points that
+    learned selection and MLP-Score each add with the other factor fixed."""
+    out: dict[str, dict[str, float]] = {
         name: {
             "R1": r["t2v"]["R1"],
             "R5": r["t2v"]["R5"],
@@ -111,6 +114,12 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
         }
         for name, r in results.items()
     }
+    out["effects"] = {
+        name: round(results[a]["t2v"]["R1"] - results[b]["t2v"]["R1"], 2)
+        for name, (a, b) in EFFECTS.items()
+        if a in results and b in results
+    }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary(results)))
     else:
         print(format_table(results))
+        print("R@1 added: " + ", ".join(f"{k} {v:+.1f}" for k, v in summary(results)["effects"].items()))
     return 0
 
 

@@ -126,6 +126,16 @@ def make_corpus(
     return out
 
 
+def ensure_corpus(out: Path, videos: int, seed: int) -> Path:
+    """The corpus at ``out``, written unless one with the same size and seed is already there."""
+    manifest = out / "corpus.json"
+    if manifest.exists():
+        meta = json.loads(manifest.read_text())
+        if meta.get("videos") == videos and meta.get("seed") == seed:
+            return out
+    return make_corpus(out, videos=videos, seed=seed)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="adaclip synth", description="Write a synthetic corpus of captioned mp4 videos."

@@ -114,9 +114,18 @@ class AdaCLIP(nn.Module):
 
     @property
     def model_version(self) -> str:
-        """Short stable hash of the model config (names an index collection)."""
-        blob = json.dumps(self.cfg.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha1(blob).hexdigest()[:12]
+        """Short hash of the model config and every weight and buffer: it names the index collection
+        and enters every point id, so a retrained model never mixes its vectors with the old one's.
+        Cached until a tensor changes in place (an optimiser step, `load_state_dict`)."""
+        state = self.state_dict()
+        stamp = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+        if getattr(self, "_version_cache", (None,))[0] != stamp:
+            digest = hashlib.sha256(json.dumps(self.cfg.model_dump(mode="json"), sort_keys=True).encode())
+            for name, t in sorted(state.items()):
+                digest.update(name.encode())
+                digest.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
+            self._version_cache = (stamp, digest.hexdigest()[:12])
+        return self._version_cache[1]
 
     # ---- text ----------------------------------------------------------------------------
 

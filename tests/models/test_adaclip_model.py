@@ -189,11 +189,28 @@ def test_encode_frames_chunks_and_resizes():
         model.encode_frames(clip_frames[..., :1])
 
 
-def test_model_version_and_tokenize():
+def seeded(cfg, seed: int = 0) -> AdaCLIP:
+    torch.manual_seed(seed)
+    return AdaCLIP.from_config(cfg)
+
+
+def test_model_version_hashes_config_and_weights():
+    a = seeded(tiny_cfg())
+    version = a.model_version
+    assert len(version) == 12
+    assert version == seeded(tiny_cfg()).model_version  # same config, same weights
+    assert version != seeded(tiny_cfg(top_k=4)).model_version  # config only
+    assert version != seeded(tiny_cfg(), seed=1).model_version  # weights only
+    b = seeded(tiny_cfg(), seed=1)
+    b.load_state_dict(a.state_dict())
+    assert b.model_version == version  # the version follows the weights, not the object
+    with torch.no_grad():
+        a.clip.logit_scale.add_(1e-3)  # one scalar changed in place (as an optimiser step does)
+    assert a.model_version != version
+
+
+def test_tokenize():
     a = AdaCLIP.from_config(tiny_cfg())
-    assert a.model_version == AdaCLIP.from_config(tiny_cfg()).model_version
-    assert len(a.model_version) == 12
-    assert a.model_version != AdaCLIP.from_config(tiny_cfg(top_k=4)).model_version
     assert a.tokenize("one caption").shape == (1, 32)
     assert a.tokenize(["a", "b"], context_length=16).shape == (2, 16)
     with pytest.raises(ConfigError, match="context_length=64"):
