@@ -181,24 +181,98 @@ def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, arg
             assert client.get("/healthz").status_code == 200
             for _ in range(10):  # warm up both hops and the text batcher
                 client.get("/search", params={"q": TEXTS[0], "k": 10, "mode": "fast"})
-            out: dict[str, Any] = {
-                "floor_ingress_only": percentiles(timed(lambda: client.get("/openapi.json"), args.queries))
-            }
-            for mode in MODES:
-                n = args.exact_queries if mode == "exact" else args.queries
-                texts = iter(TEXTS * n)
-                out[mode] = percentiles(
-                    timed(
-                        lambda m=mode, t=texts: client.get(
-                            "/search", params={"q": next(t), "k": 10, "mode": m}
-                        ),
-                        n,
+            exact = timed(
+                lambda: client.get("/search", params={"q": TEXTS[1], "k": 10, "mode": "exact"}),
+                args.exact_queries,
+            )
+        out: dict[str, Any] = {"exact": percentiles(exact)}
+        floor = ("GET", "/openapi.json", None)
+        bounds = (args.queries, args.load_seconds)
+        for clients in args.clients:
+            out[f"{clients}_clients"] = {
+                "floor_ingress_only": load(url, lambda i: floor, clients, *bounds),
+                **{
+                    mode: load(
+                        url,
+                        lambda i, m=mode: ("GET", "/search", {"q": TEXTS[i % 3], "k": 10, "mode": m}),
+                        clients,
+                        *bounds,
                     )
-                )
+                    for mode in ("fast", "rerank")
+                },
+            }
+        out["uploads"] = upload_load(url, args)
         return out
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def load(
+    url: str, request: Callable[[int], tuple], clients: int, count: int, seconds: float, files=None
+) -> dict[str, Any]:
+    """`clients` concurrent clients send `request(i)` (method, path, params; `files(i)` for a
+    POST) until `count` requests are done or `seconds` have passed: latency percentiles,
+    throughput and errors (status >= 400 or no answer)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    counter, lock, samples, errors = [0], threading.Lock(), [], [0]
+    deadline = time.perf_counter() + seconds
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while time.perf_counter() < deadline:
+                with lock:
+                    i = counter[0]
+                    counter[0] += 1
+                if i >= count:
+                    return
+                method, path, params = request(i)
+                start = time.perf_counter()
+                try:
+                    if method == "GET":
+                        status = client.get(path, params=params).status_code
+                    else:
+                        status = client.post(path, files=files(i), data=params).status_code
+                except httpx.HTTPError:
+                    status = 0
+                elapsed = (time.perf_counter() - start) * 1000
+                with lock:
+                    samples.append(elapsed)
+                    errors[0] += not 0 < status < 400
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(client_loop) for _ in range(clients)]:
+            future.result()
+    wall = time.perf_counter() - start
+    return {
+        **percentiles(samples or [float("nan")]),
+        "per_s": round(len(samples) / wall, 1),
+        "errors": errors[0],
+    }
+
+
+def upload_load(url: str, args) -> dict[str, Any]:
+    """Concurrent uploads of distinct small synthetic videos (`args.upload_clients` clients)."""
+    from adaclip.data.synth import make_corpus
+
+    with tempfile.TemporaryDirectory(prefix="uploads-") as tmp:
+        corpus = make_corpus(Path(tmp), videos=args.uploads, seed=args.seed + 99)
+        files = sorted((corpus / "videos").glob("*.mp4"))
+        blobs = [f.read_bytes() for f in files]
+    result = load(
+        url,
+        lambda i: ("POST", "/videos", {"title": files[i].stem}),
+        args.upload_clients,
+        len(files),
+        args.load_seconds,
+        files=lambda i: {"file": (files[i].name, blobs[i], "video/mp4")},
+    )
+    return {**result, "videos": len(files), "clients": args.upload_clients}
 
 
 # ---- 3. ingestion -------------------------------------------------------------------------------
@@ -272,6 +346,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--exact-queries", type=int, default=5, help="timed exact queries (each scans everything)")
     p.add_argument("--agreement-queries", type=int, default=100)
     p.add_argument("--ingest-videos", type=int, default=48)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent HTTP clients")
+    p.add_argument("--load-seconds", type=float, default=30.0, help="time bound per HTTP load figure")
+    p.add_argument("--uploads", type=int, default=16, help="videos uploaded concurrently")
+    p.add_argument("--upload-clients", type=int, default=4)
     p.add_argument("--skip", action="append", default=[], choices=["index", "serve", "ingest"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -284,12 +362,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def table(r: dict[str, Any]) -> str:
     lines = [f"serve bench: {r['videos']} videos x {r['frames']} frames, D={r['dim']} ({r['device']})"]
-    for part in ("index", "serve"):
-        for mode, v in (r.get(part) or {}).items():
-            if "p50_ms" in v:
-                lines.append(
-                    f"  {part:<6} {mode:<20} p50 {v['p50_ms']:>9.2f} ms  p99 {v['p99_ms']:>9.2f} ms  (n={v['n']})"
-                )
+    rows = [("index", mode, v) for mode, v in (r.get("index") or {}).items()]
+    for key, v in (r.get("serve") or {}).items():
+        if "p50_ms" in v:
+            rows.append(("serve", key, v))
+        else:  # one level per client count
+            rows += [("serve", f"{key} {mode}", w) for mode, w in v.items()]
+    for part, mode, v in rows:
+        if "p50_ms" in v:
+            extra = f"  {v['per_s']:>7.1f}/s  errors {v['errors']}" if "errors" in v else ""
+            lines.append(
+                f"  {part:<6} {mode:<28} p50 {v['p50_ms']:>9.2f} ms  p99 {v['p99_ms']:>9.2f} ms  (n={v['n']}){extra}"
+            )
     for key, a in (r.get("index") or {}).items():
         if key.endswith("_queries"):
             what = key.replace("_vs_exact_", " vs exact, ").replace("_queries", " queries")

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from benchmarks import speedup_bench
+from benchmarks import agreement_bench, speedup_bench
 from benchmarks.run import main as bench_main
 
 
@@ -21,12 +21,20 @@ def test_query_scoring_kernel_matches_an_independent_float64_computation():
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_speedup_json_shape(tmp_path):
-    out = tmp_path / "speedup.json"
+def test_adaclip_bench_quick_speedup_json(tmp_path, capsys):
+    """`adaclip bench --quick --only speedup --json` at a toy size: one object per section, the
+    machine, versions and date (the shape, not the timings)."""
+    out = tmp_path / "bench.json"
     args = ["--videos", "300", "10000000000", "--frames", "4", "--dim", "16", "--queries", "1", "3"]
-    assert bench_main(["speedup", "--out-dir", str(tmp_path), "--", *args, "--repeats", "1"]) == 0
-    result = json.loads(out.read_text())
-    assert {"machine", "torch", "date", "load_average", "speedup", "skipped"} <= set(result)
+    cmd = ["--quick", "--only", "speedup", "--json", "--out", str(out), "--", *args, "--repeats", "1"]
+    assert bench_main(cmd) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == json.loads(out.read_text())
+    assert {"machine", "versions", "date", "load_average", "speedup"} <= set(printed)
+    assert {"cpu", "cores", "gpu"} <= set(printed["machine"]) and printed["versions"]["torch"]
+    assert "search" not in printed  # --only
+    result = printed["speedup"]["speedup"]
+    assert {"speedup", "skipped", "machine"} <= set(result)
     rows = result["speedup"]
     assert [(r["device"], r["videos"], r["queries"]) for r in rows] == [("cpu", 300, 1), ("cpu", 300, 3)]
     for r in rows:
@@ -38,8 +46,8 @@ def test_agreement_json_shape(tmp_path):
     """The trained-model agreement benchmark at a toy size, on a random model (shape, not figures)."""
     out = tmp_path / "agreement.json"
     args = ["--random-model", "--videos", "24", "--queries", "6", "--candidates", "5", "24"]
-    args += ["--timed-exact", "2", "--workers", "1", "--corpus", str(tmp_path / "corpus")]
-    assert bench_main(["agreement", "--out-dir", str(tmp_path), "--", *args]) == 0
+    args += ["--timed-exact", "2", "--workers", "1", "--corpus", str(tmp_path / "corpus"), "--out", str(out)]
+    assert agreement_bench.main(args) == 0
     result = json.loads(out.read_text())
     assert (result["videos"], result["queries"]) == (24, 6)
     assert [r["candidates"] for r in result["rerank"]] == [5, 24]

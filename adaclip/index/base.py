@@ -166,7 +166,7 @@ class VideoIndex:
     over every video: the accuracy reference).
     """
 
-    def __init__(self, backend: IndexBackend, dim: int, model_version: str, rerank_candidates: int = 100):
+    def __init__(self, backend: IndexBackend, dim: int, model_version: str, rerank_candidates: int = 200):
         self.backend = backend
         self.dim = dim
         self.model_version = model_version
@@ -273,14 +273,16 @@ class VideoIndex:
     def _rescore(
         self, q: np.ndarray, points: list[StoredPoint], k: int, temperature: float, variant: QscoreVariant
     ) -> list[SearchHit]:
-        """Exact query-scoring scores of `points`, best `k` first."""
+        """Exact query-scoring scores of `points`, best `k` first (ties by id, as `top_k`); the
+        moment is found for those `k` only."""
         scores = query_scoring_scores(q, [p.frames for p in points], temperature, variant)
+        ranked = sorted(zip(scores, points, strict=True), key=lambda sp: (-sp[0], sp[1].id))[:k]
         hits = []
-        for p, score in zip(points, scores, strict=True):
+        for score, p in ranked:
             payload = p.payload or {}
             idx, moment = best_frame(q, p.frames, payload.get(KEY_TIMESTAMPS))
             hits.append(SearchHit(id=p.id, score=score, payload=payload, moment=moment, frame_index=idx))
-        return top_k(hits, k)
+        return hits
 
     def _check_vector(self, name: str, x: Any, ndim: int) -> np.ndarray:
         arr = np.asarray(x, dtype=np.float32)

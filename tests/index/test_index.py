@@ -222,9 +222,9 @@ def test_rerank_rescores_the_cosine_prefetch(loaded):
         pool = ref_rank(cos, 20)
         scores = {i: ref_qscore(q, BY_ID[i].frames)[0] for i in pool}
         assert_hits(loaded.search(q, k=5, mode="rerank", candidates=20), ref_rank(scores, 5), scores)
-    # candidates default to the config's rerank_candidates (100 < N): same as candidates=100
+    # candidates default to the config's rerank_candidates (200 < N): same as candidates=200
     q = QUERIES[0]
-    assert [h.id for h in loaded.search(q, k=5)] == [h.id for h in loaded.search(q, k=5, candidates=100)]
+    assert [h.id for h in loaded.search(q, k=5)] == [h.id for h in loaded.search(q, k=5, candidates=200)]
 
 
 @pytest.mark.parametrize("mode", ["fast", "rerank", "exact"])
