@@ -12,6 +12,7 @@ route signatures of the class that `@serve.ingress` rewrites.
 
 import asyncio
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from adaclip.encoding import KEY_CONTENT_HASH, content_hash, to_indexed
 from adaclip.errors import IndexUnavailableError
 from adaclip.index import KEY_DURATION, KEY_SOURCE, KEY_TIMESTAMPS, KEY_TITLE, video_id
 from serve.http_errors import ApiError, install_error_handlers
-from serve.media import MediaStore, thumbnail_png
+from serve.media import MEDIA_TYPES, MediaStore, thumbnail_png
 from serve.schemas import (
     MAX_K,
     AppArgs,
@@ -87,15 +88,33 @@ def parse_filters(source: str | None, title: str | None, extra: list[str]) -> di
     return filters
 
 
+def check_finite(value: Any, where: str = "metadata") -> None:
+    """422 for NaN or infinite numbers anywhere in `value` (JSON allows neither; the index rejects
+    them only after a full encode)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(422, "invalid_request", f"{where} holds a non-finite number ({value})")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite(item, f"{where}[{i}]")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_metadata(raw: str | None) -> dict[str, Any] | None:
     if not raw:
         return None
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ApiError(422, "invalid_request", f"metadata must be a JSON object: {e.msg}") from e
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as e:  # JSONDecodeError is a ValueError
+        raise ApiError(422, "invalid_request", f"metadata must be a JSON object: {e}") from e
     if not isinstance(value, dict):
         raise ApiError(422, "invalid_request", f"metadata must be a JSON object, got {type(value).__name__}")
+    check_finite(value)
     return value
 
 
@@ -170,6 +189,7 @@ class SearchAPI:
             raise ApiError(400, "path_not_allowed", f"{req.path} is not below an ingest root: {roots}")
         if not path.is_file():
             raise ApiError(404, "not_found", f"{req.path} does not exist on the server")
+        check_finite(req.metadata)
         sha = await asyncio.to_thread(content_hash, path)
         return await self._ingest(path, req.path, sha, req.source or req.path, req.title, req.metadata)
 
@@ -180,14 +200,14 @@ class SearchAPI:
         vid = video_id(sha, version)
         stored = await self._call(self.index.get.remote(vid))
         if stored is not None:  # the same bytes are indexed: answer without decoding
-            await asyncio.to_thread(self.media.keep, vid, path, name)
+            await asyncio.to_thread(self.media.keep, vid, path)
             return self._created(vid, False, stored["payload"])
         outcome = await self.encoder.encode.remote(str(path))
         if outcome.error is not None:
             raise ApiError(415, "not_a_video", f"{name}: not a decodable video ({outcome.error})")
         item = to_indexed(outcome.video, sha, version, source, title, metadata)
-        await asyncio.to_thread(self.media.keep, vid, path, name)  # for the page's player
         created, payload = await self._call(self.index.add.remote(item))
+        await asyncio.to_thread(self.media.keep, vid, path)  # after the index accepted it: no orphan file
         return self._created(vid, created, payload)
 
     @staticmethod
@@ -227,8 +247,12 @@ class SearchAPI:
 
     @app.get("/videos/{video_id}/media", responses=ERRORS)
     async def get_media(self, video_id: str) -> FileResponse:
-        """The video file itself (range requests supported), for playback from a moment."""
-        return FileResponse(self._media(video_id))
+        """The video file itself (range requests supported), for playback from a moment: always a
+        video type chosen by the server, never sniffed by the browser."""
+        path = self._media(video_id)
+        return FileResponse(
+            path, media_type=MEDIA_TYPES[path.suffix], headers={"X-Content-Type-Options": "nosniff"}
+        )
 
     @app.get("/videos/{video_id}/thumbnail", responses=ERRORS)
     async def get_thumbnail(

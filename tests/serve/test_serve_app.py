@@ -106,6 +106,7 @@ def app(serve_port, checkpoint, workdir, synth_corpus) -> ServedApp:
         "config": str(TINY),
         "overrides": [f"index.path={workdir / 'index'}", f"model.checkpoint={checkpoint}"],
         "staging_dir": str(workdir / "staging"),
+        "media_dir": str(workdir / "media"),
         "max_upload_bytes": CAP,
         "ingest_roots": [str(corpus_dir(synth_corpus))],
         "video_batch_size": 4,
@@ -285,6 +286,33 @@ def test_delete(app, uploaded, videos):
         f"{app.url}/search", params={"q": videos[NUM_VIDEOS + 1]["captions"][0], "k": 100}
     ).json()
     assert vid not in {h["id"] for h in hits["results"]}
+
+
+def test_media_is_a_video_whatever_the_uploaded_name(app, uploaded, videos, workdir):
+    """No stored XSS: a real video uploaded as `page.html` is stored under a suffix the server
+    chose from its bytes and served as video/mp4 with nosniff, never as a page."""
+    path = videos[NUM_VIDEOS + 2]["path"]
+    vid = upload(app.url, path, name="page.html").json()["id"]
+    media = httpx.get(f"{app.url}/videos/{vid}/media", timeout=30)
+    assert media.status_code == 200 and media.content == path.read_bytes()
+    assert media.headers["content-type"] == "video/mp4"
+    assert media.headers["x-content-type-options"] == "nosniff"
+    assert [p.name for p in (workdir / "media").glob(f"{vid}*")] == [f"{vid}.mp4"]
+    upload(app.url, path, name="again.mkv")  # the same bytes under another name: no second copy
+    assert len(list((workdir / "media").glob(f"{vid}*"))) == 1
+    # DELETE in another spelling of the same UUID removes the point and its media
+    spelled = vid.replace("-", "").upper()
+    assert httpx.delete(f"{app.url}/videos/{spelled}", timeout=30).status_code == 200
+    assert httpx.get(f"{app.url}/videos/{vid}/media", timeout=30).status_code == 404
+    assert not list((workdir / "media").glob(f"{vid}*"))
+
+
+@pytest.mark.parametrize("metadata", ['{"x": NaN}', '{"x": 1e1000}', '{"a": [1, {"b": -Infinity}]}'])
+def test_non_finite_metadata_is_422_and_stores_nothing(app, uploaded, videos, workdir, metadata):
+    before, files = count(app.url), sorted((workdir / "media").iterdir())
+    r = upload(app.url, videos[NUM_VIDEOS + 3]["path"], metadata=metadata)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", r.text
+    assert count(app.url) == before and sorted((workdir / "media").iterdir()) == files
 
 
 def test_search_client(app, uploaded, capsys):

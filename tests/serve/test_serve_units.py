@@ -56,3 +56,39 @@ def test_client_formatting():
     }
     lines = format_results(answer).splitlines()
     assert lines[0].startswith("1 results for 'q'") and "00:01.5" in lines[2] and "cat (c.mp4)" in lines[2]
+
+
+def test_media_suffix_comes_from_the_bytes_and_ids_from_any_uuid_spelling(tmp_path, synth_corpus):
+    import os
+    import time
+    import uuid
+
+    from serve.media import MediaStore, container_suffix
+
+    mp4 = next((synth_corpus / "videos").glob("*.mp4"))
+    samples = {
+        "webm": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm" + b"\0" * 64,
+        "mkv": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska" + b"\0" * 64,
+        "avi": b"RIFF\0\0\0\0AVI LIST" + b"\0" * 64,
+        "page": b"<html><script>alert(1)</script></html>",
+    }
+    for name, data in samples.items():
+        (tmp_path / name).write_bytes(data)
+    assert container_suffix(mp4) == ".mp4"
+    assert [container_suffix(tmp_path / n) for n in samples] == [".webm", ".mkv", ".avi", ".video"]
+
+    stale = tmp_path / "media" / "media-crashed.part"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    store = MediaStore(tmp_path / "media")
+    assert not stale.exists()  # a crashed copy's temporary file is cleaned at start
+    vid = str(uuid.uuid4())
+    kept = store.keep(vid.upper(), tmp_path / "page")
+    assert kept.name == f"{vid}.video"  # never .html: the client's name plays no part
+    for spelling in (vid, vid.upper(), vid.replace("-", ""), f"urn:uuid:{vid}"):
+        assert store.find(spelling) == kept
+    assert store.keep(vid, mp4) == kept  # one file per id
+    assert store.find("../../etc/passwd") is None
+    store.remove(f"urn:uuid:{vid}")
+    assert store.find(vid) is None
