@@ -256,7 +256,9 @@ class SearchAPI:
 
     @app.get("/videos/{video_id}/thumbnail", responses=ERRORS)
     async def get_thumbnail(
-        self, video_id: str, t: float = Query(0.0, ge=0, description="seconds into the video")
+        self,
+        video_id: str,
+        t: float = Query(0.0, ge=0, le=1e7, allow_inf_nan=False, description="seconds into the video"),
     ) -> Response:
         """A PNG of the frame at `t` seconds (the search page shows the best-matching moment)."""
         png = await asyncio.to_thread(thumbnail_png, self._media(video_id), t)

@@ -243,6 +243,11 @@ def test_bad_requests(app, uploaded):
         f"{app.url}/videos", content=b"raw bytes", headers={"content-type": "video/mp4"}, timeout=30
     )
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+    vid = next(iter(uploaded))
+    for t in ("inf", "nan", "1e300", "-1"):  # a thumbnail time must be a finite, sane number: 422
+        r = httpx.get(f"{app.url}/videos/{vid}/thumbnail", params={"t": t}, timeout=30)
+        assert r.status_code == 422, (t, r.text)
+    assert httpx.get(f"{app.url}/videos/{vid}/thumbnail", params={"t": 1.5}, timeout=30).status_code == 200
     assert httpx.get(f"{app.url}/docs", timeout=30).status_code == 200
     page = httpx.get(f"{app.url}/", timeout=30)
     assert (
