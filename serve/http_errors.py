@@ -1,12 +1,15 @@
 """Every error leaves the app as JSON `{"error": {"code", "message"}}` with the right status.
 
 400 bad request, 404 unknown id, 413 too large, 415 not a decodable video, 422 invalid fields,
-503 index unavailable (with Retry-After), 500 anything unexpected (logged, never a stack trace).
+503 index unavailable (with Retry-After), 500 anything unexpected: the body says only "internal
+error" and a request id (also in `X-Request-ID`); the detail (a Ray task error can hold pids,
+node addresses and a traceback) goes to the log under that id, never to the client.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -77,5 +80,13 @@ def install_error_handlers(app: FastAPI, retry_after_s: int = DEFAULT_RETRY_AFTE
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}"[:500])
+        request_id = uuid.uuid4().hex[:16]
+        log.error(
+            "request %s: unhandled error on %s %s",
+            request_id,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+        )
+        message = f"internal error; request id {request_id} (the server log has the detail)"
+        return error_response(500, "internal_error", message, {"X-Request-ID": request_id})

@@ -167,7 +167,7 @@ class ServerBackend(IndexBackend):
                 return
 
     def info(self) -> dict[str, Any]:
-        return {"url": self.url}
+        return {}  # not the URL: /stats is public and the address of the database is not its business
 
     def close(self) -> None:
         self.client.close()

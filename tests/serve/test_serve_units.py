@@ -92,3 +92,27 @@ def test_media_suffix_comes_from_the_bytes_and_ids_from_any_uuid_spelling(tmp_pa
     assert store.find("../../etc/passwd") is None
     store.remove(f"urn:uuid:{vid}")
     assert store.find(vid) is None
+
+
+def test_an_unexpected_error_is_a_generic_500_with_a_request_id(caplog):
+    """The client never sees the exception's text (pids, node addresses, tracebacks); the log does."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from serve.http_errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("task failed on node 10.1.2.3, pid=4242\nTraceback: secret")
+
+    with caplog.at_level("ERROR", logger="ray.serve"):
+        r = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+    request_id = r.headers["x-request-id"]
+    assert request_id in r.json()["error"]["message"]
+    assert "10.1.2.3" not in r.text and "4242" not in r.text and "secret" not in r.text
+    logged = "\n".join(rec.getMessage() + str(rec.exc_info[1]) for rec in caplog.records)
+    assert request_id in logged and "10.1.2.3" in logged
