@@ -13,6 +13,7 @@ route signatures of the class that `@serve.ingress` rewrites.
 import asyncio
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -77,13 +78,21 @@ UPLOAD_BODY = {
 }
 
 
+FILTER_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
 def parse_filters(source: str | None, title: str | None, extra: list[str]) -> dict[str, str]:
-    """Exact-match payload filters from `source=`, `title=` and repeated `filter=key:value`."""
+    """Exact-match payload filters from `source=`, `title=` and repeated `filter=key:value`; a key
+    is a payload field name (letters, digits, `_`, `-`, `.` for nested fields, at most 64)."""
     filters = {k: v for k, v in ((KEY_SOURCE, source), (KEY_TITLE, title)) if v is not None}
     for item in extra:
         key, sep, value = item.partition(":")
         if not sep or not key.strip():
-            raise ApiError(422, "invalid_request", f"filter must look like key:value, got {item!r}")
+            raise ApiError(422, "invalid_request", f"filter must look like key:value, got {item!r:.80}")
+        if not FILTER_KEY.fullmatch(key.strip()):
+            raise ApiError(
+                422, "invalid_request", f"filter key must be a payload field name, got {key.strip()!r:.80}"
+            )
         filters[key.strip()] = value
     return filters
 

@@ -232,7 +232,14 @@ def test_bad_requests(app, uploaded):
         f"{app.url}/videos", files={"file": ("big.mp4", b"\0" * (CAP + 100_000), "video/mp4")}, timeout=60
     )
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
-    for params in ({"q": "a", "k": 0}, {"q": "a", "k": 5000}, {"q": "a", "mode": "fuzzy"}, {"k": 3}):
+    bad_filters = [{"q": "a", "filter": key + ":1"} for key in ("a b", "'\"", "x" * 65, "a\u0000")]
+    for params in (
+        {"q": "a", "k": 0},
+        {"q": "a", "k": 5000},
+        {"q": "a", "mode": "fuzzy"},
+        {"k": 3},
+        *bad_filters,
+    ):
         r = httpx.get(f"{app.url}/search", params=params, timeout=30)
         assert r.status_code == 422, (params, r.text)
         assert set(r.json()["error"]) == {"code", "message"}
