@@ -113,3 +113,17 @@ def _to(e: VideoEmbedding, device: torch.device) -> VideoEmbedding:
     return VideoEmbedding(
         video=move(e.video), frames=move(e.frames), indices=move(e.indices), logits=move(e.logits)
     )
+
+
+def evaluate_batches(
+    model: AdaCLIP,
+    texts: Sequence[str],
+    caption_to_video: Sequence[int],
+    batches: Iterable[dict[str, Any]],
+    context_length: int,
+) -> dict[str, Any]:
+    """Embed the decoded videos of `batches` and the query `texts` (tokenised to `context_length`),
+    then `retrieval_metrics`: one evaluation for validation during training and for `adaclip eval`."""
+    model.eval()
+    videos = embed_videos(model, batches)
+    return retrieval_metrics(model, embed_texts(model, texts, context_length), caption_to_video, videos)

@@ -34,7 +34,13 @@ import torch
 from adaclip.config import Config, DataConfig, load_config
 from adaclip.data.annotations import read_annotations
 from adaclip.data.synth import ensure_corpus
-from adaclip.encoding import encode_decoded, encode_queries, load_encoder_model, resolve_config
+from adaclip.encoding import (
+    decode_for_model,
+    encode_decoded,
+    encode_queries,
+    load_encoder_model,
+    resolve_config,
+)
 from adaclip.index import IndexedVideo, open_index, video_id
 from adaclip.ops import query_scoring_similarity
 from benchmarks.serve_bench import percentiles
@@ -77,8 +83,6 @@ def _init_worker(cfg_json: str, checkpoint: str | None, seed: int) -> None:
 
 
 def _encode_chunk(paths: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    from adaclip.encoding import decode_for_model
-
     cfg, model = _WORKER["cfg"], _WORKER["model"]
     encoded = encode_decoded(model, [decode_for_model(p, cfg) for p in paths])
     return [(e.video, e.frames, e.frame_timestamps) for e in encoded]
@@ -106,11 +110,6 @@ def encode_corpus(cfg: Config, checkpoint: str | None, paths: list[str], version
 
 
 # ---- measuring ---------------------------------------------------------------------------------
-
-
-def exact_scores(text: torch.Tensor, frames: torch.Tensor, temperature: float, variant: str) -> np.ndarray:
-    """Query scoring (Q, V) over every video, by brute force on the arrays."""
-    return query_scoring_similarity(text, frames, temperature, variant).numpy()
 
 
 def timed_search(index, query: np.ndarray, **kw) -> tuple[list[int], float]:
@@ -242,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     relevant = [members[scene[i]] for i in picks]
     queries = encode_queries(model, texts, cfg.data.max_text_tokens)
     text, frames = torch.from_numpy(queries), torch.from_numpy(arrays["frames"])
-    exact = [list(np.argsort(-s, kind="stable")[:TOP]) for s in exact_scores(text, frames, **qs)]
+    exact = [
+        list(np.argsort(-s, kind="stable")[:TOP])
+        for s in query_scoring_similarity(text, frames, **qs).numpy()
+    ]
 
     with tempfile.TemporaryDirectory() as tmp:
         icfg = cfg.index.model_copy(update={"backend": "edge", "path": Path(tmp)})

@@ -61,7 +61,7 @@ SECTIONS: dict[str, list[tuple[str, str, list[str], list[str]]]] = {
             ["--skip", "index", "--skip", "serve", "--ingest-videos", "200"],
             ["--skip", "index", "--skip", "serve", "--ingest-videos", "48"],
         ),
-        ("gflops", "benchmarks.run", [], []),  # `gflops_main` below
+        ("gflops", "benchmarks.gflops_bench", [], []),
     ],
     "train": [
         (
@@ -122,46 +122,9 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def gflops_main(argv: list[str]) -> int:
-    """Image-encoder and total GFLOPs per video, with learned selection (K of N through CLIP) and
-    without (all N), for the tiny model and AdaCLIP's MSR-VTT model (ViT-B/32, random weights)."""
-    import torch
-
-    from adaclip.config import load_config
-    from adaclip.models import AdaCLIP, gflops_per_video
-
-    out_path = Path(argv[argv.index("--out") + 1])
-    root = Path(__file__).resolve().parents[1] / "configs"
-    unweighted = ["model.clip.pretrained=null", "model.selector.backbone_weights=null"]
-    result: dict[str, Any] = {}
-    for name, config in (("tiny", "tiny.yaml"), ("msrvtt_vit_b_32", "msrvtt.yaml")):
-        for selection in ("learned", "all"):
-            cfg = load_config(
-                root / config, [*unweighted, f"model.selection={selection}", "model.aggregation=mean"]
-            )
-            torch.manual_seed(0)
-            g = gflops_per_video(AdaCLIP.from_config(cfg.model))
-            key = "with_selection" if selection == "learned" else "without_selection"
-            result.setdefault(name, {"num_frames": cfg.model.num_frames, "top_k": cfg.model.top_k})[key] = {
-                k: round(v, 4) for k, v in g.items()
-            }
-        r = result[name]
-        r["image_encoder_saving"] = round(
-            1 - r["with_selection"]["image_encoder"] / r["without_selection"]["image_encoder"], 3
-        )
-        print(
-            f"{name}: GFLOPs/video {r['with_selection']['total']:.4f} with selection "
-            f"({r['top_k']} of {r['num_frames']} frames through CLIP), "
-            f"{r['without_selection']['total']:.4f} without"
-        )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
-
-
 def run_part(module_name: str, args: list[str], out: Path) -> dict[str, Any]:
     """Run one benchmark script's main with `--out`; its JSON, or why it produced none."""
-    main_fn = gflops_main if module_name == "benchmarks.run" else importlib.import_module(module_name).main
+    main_fn = importlib.import_module(module_name).main
     start = time.perf_counter()
     try:
         status = int(main_fn([*args, "--out", str(out)]) or 0)

@@ -20,7 +20,7 @@ from adaclip.checkpoint import read_checkpoint
 from adaclip.config import Config, config_from_tree, load_config
 from adaclip.data.annotations import caption_table
 from adaclip.errors import ConfigError
-from adaclip.evaluation import embed_texts, embed_videos, retrieval_metrics
+from adaclip.evaluation import evaluate_batches
 from adaclip.models import AdaCLIP
 from adaclip.models.flops import gflops_per_video
 from ray_jobs.common import emit, init_ray, job_parser, read_split
@@ -55,10 +55,7 @@ def evaluate(model: AdaCLIP, cfg: Config, split: str, batch_size: int | None = N
     texts, caption_to_video = caption_table(records, cfg.data.caption_mode)
     batch = batch_size or max(1, min(cfg.train.eval_batch_size, 2048 // cfg.model.num_frames))
     stream = eval_batches(eval_dataset(records, cfg)[0], batch)
-    videos = embed_videos(model, stream)
-    result = retrieval_metrics(
-        model, embed_texts(model, texts, cfg.data.max_text_tokens), caption_to_video, videos
-    )
+    result = evaluate_batches(model, texts, caption_to_video, stream, cfg.data.max_text_tokens)
     result.update(
         split=split,
         aggregation=cfg.model.aggregation,

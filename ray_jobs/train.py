@@ -31,7 +31,7 @@ from adaclip.checkpoint import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
 from adaclip.config import Config
 from adaclip.data.annotations import caption_table
 from adaclip.errors import DataError
-from adaclip.evaluation import embed_texts, embed_videos, retrieval_metrics
+from adaclip.evaluation import evaluate_batches
 from adaclip.models import AdaCLIP
 from adaclip.ops import k_schedule, tau_schedule
 from adaclip.training import RetrievalTask
@@ -138,9 +138,7 @@ def validate(
     model: AdaCLIP, shard, texts: list[str], caption_to_video: list[int], batch: int, context_length: int
 ) -> dict[str, Any]:
     """Text-to-video and video-to-text metrics on the validation stream."""
-    model.eval()
-    videos = embed_videos(model, eval_batches(shard, batch))
-    return retrieval_metrics(model, embed_texts(model, texts, context_length), caption_to_video, videos)
+    return evaluate_batches(model, texts, caption_to_video, eval_batches(shard, batch), context_length)
 
 
 def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:

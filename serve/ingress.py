@@ -87,13 +87,14 @@ def parse_filters(source: str | None, title: str | None, extra: list[str]) -> di
     filters = {k: v for k, v in ((KEY_SOURCE, source), (KEY_TITLE, title)) if v is not None}
     for item in extra:
         key, sep, value = item.partition(":")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ApiError(422, "invalid_request", f"filter must look like key:value, got {item!r:.80}")
-        if not FILTER_KEY.fullmatch(key.strip()):
+        if not FILTER_KEY.fullmatch(key):
             raise ApiError(
-                422, "invalid_request", f"filter key must be a payload field name, got {key.strip()!r:.80}"
+                422, "invalid_request", f"filter key must be a payload field name, got {key!r:.80}"
             )
-        filters[key.strip()] = value
+        filters[key] = value
     return filters
 
 

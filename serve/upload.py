@@ -184,16 +184,16 @@ def remove_quietly(path: Path | str | None) -> None:
 
 
 def remove_stale(
-    staging_dir: Path,
+    directory: Path,
     older_than_s: float = STALE_AFTER_S,
     prefix: str = STAGED_PREFIX,
     suffix: str = STAGED_SUFFIX,
 ) -> int:
     """Delete temporary files left behind by a crashed process (older than `older_than_s`)."""
-    if not staging_dir.is_dir():
+    if not directory.is_dir():
         return 0
     cutoff, removed = time.time() - older_than_s, 0
-    for path in staging_dir.glob(f"{prefix}*{suffix}"):
+    for path in directory.glob(f"{prefix}*{suffix}"):
         with contextlib.suppress(FileNotFoundError):
             if path.stat().st_mtime < cutoff:
                 path.unlink()

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from adaclip.index.rescoring import best_frame, query_scoring_scores, top_k
+from adaclip.index.rescoring import QscoreVariant, best_first, best_frame, query_scoring_scores, top_k
 
 # Schema (DESIGN.md): one collection per model version, two named vectors, these payload fields.
 VIDEO_VECTOR = "video"  # dense, cosine, HNSW
@@ -35,7 +35,6 @@ KEYWORD_FIELDS = (KEY_SOURCE, KEY_TITLE, KEY_MODEL_VERSION)  # payload indexes (
 VIDEO_ID_NAMESPACE = uuid.UUID("5f0b6f5e-8c1a-5d7e-9a57-adac11b0a001")
 
 Mode = Literal["fast", "rerank", "exact"]
-QscoreVariant = Literal["embedding", "scores"]
 MODES = ("fast", "rerank", "exact")
 FilterValue = str | int | bool
 SCAN_PAGE = 256  # points per page when `exact` scrolls the whole collection
@@ -273,10 +272,10 @@ class VideoIndex:
     def _rescore(
         self, q: np.ndarray, points: list[StoredPoint], k: int, temperature: float, variant: QscoreVariant
     ) -> list[SearchHit]:
-        """Exact query-scoring scores of `points`, best `k` first (ties by id, as `top_k`); the
-        moment is found for those `k` only."""
+        """Exact query-scoring scores of `points`, `best_first`; the moment is found for the best
+        `k` only."""
         scores = query_scoring_scores(q, [p.frames for p in points], temperature, variant)
-        ranked = sorted(zip(scores, points, strict=True), key=lambda sp: (-sp[0], sp[1].id))[:k]
+        ranked = sorted(zip(scores, points, strict=True), key=lambda sp: best_first(sp[0], sp[1].id))[:k]
         hits = []
         for score, p in ranked:
             payload = p.payload or {}

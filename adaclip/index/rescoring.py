@@ -18,12 +18,19 @@ from adaclip.ops import query_scoring_similarity
 if TYPE_CHECKING:
     from adaclip.index.base import SearchHit
 
+QscoreVariant = Literal["embedding", "scores"]
+
+
+def best_first(score: float, point_id: str) -> tuple[float, str]:
+    """Sort key of a ranking: highest score first, ties broken by id so every backend agrees."""
+    return -score, point_id
+
 
 def query_scoring_scores(
     query: np.ndarray,
     frames: Sequence[np.ndarray],
     temperature: float,
-    variant: Literal["embedding", "scores"] = "embedding",
+    variant: QscoreVariant = "embedding",
 ) -> list[float]:
     """Clip-Hitchhiker query-scoring score (SPEC section 4, the model's `qscore_variant`) of each video.
 
@@ -54,5 +61,5 @@ def best_frame(query: np.ndarray, frames: np.ndarray, timestamps: Any) -> tuple[
 
 
 def top_k(hits: list[SearchHit], k: int) -> list[SearchHit]:
-    """The `k` best hits, highest score first; ties broken by id so every backend agrees."""
-    return sorted(hits, key=lambda h: (-h.score, h.id))[:k]
+    """The `k` best hits, `best_first`."""
+    return sorted(hits, key=lambda h: best_first(h.score, h.id))[:k]

@@ -77,7 +77,6 @@ class TemporalContext(nn.Module):
         self.out_dim = in_dim if kind == "none" else hidden_dim
         if kind == "transformer":
             self.projection = nn.Linear(in_dim, hidden_dim)
-        if kind == "transformer":
             self.position_embeddings = nn.Embedding(num_frames, hidden_dim)
             self.transformer = Transformer(hidden_dim, 1, num_heads(hidden_dim), act_layer=QuickGELU)
         elif kind in ("lstm", "bilstm"):
