@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from adaclip.errors import ConfigError
 
@@ -160,6 +160,9 @@ class TrainConfig(Strict):
     output_dir: Path = Path("runs/default")
 
 
+MAX_RERANK_CANDIDATES = 2000  # rerank reads every candidate's frames: ~60 us each (benchmarks/NOTES.md)
+
+
 class IndexConfig(Strict):
     """Where video vectors live: embedded Qdrant Edge on a directory (default) or a Qdrant server."""
 
@@ -168,12 +171,16 @@ class IndexConfig(Strict):
     url: str | None = Field(
         default=None, description="Qdrant server URL (or ':memory:' for tests); env QDRANT_URL"
     )
-    api_key: str | None = Field(default=None, description="env QDRANT_API_KEY")
+    api_key: SecretStr | None = Field(
+        default=None,
+        exclude=True,  # never written out: not to checkpoints, manifests or Serve deployment args
+        description="Qdrant API key for this process only; else env QDRANT_API_KEY (what replicas use)",
+    )
     collection_prefix: str = "videos"
     rerank_candidates: int = Field(
         default=200,
         ge=1,
-        le=10000,
+        le=MAX_RERANK_CANDIDATES,
         description="rerank prefetch: with 200, top 10 overlapped exact's by 97.5% (identical on 84%) at 11x fast's "
         "latency on a trained model (benchmarks/agreement_bench.py, README)",
     )

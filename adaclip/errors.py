@@ -25,3 +25,7 @@ class DataError(AdaclipError):
 class IndexUnavailableError(AdaclipError):
     """The vector index cannot be reached or opened right now (server down, timeout, shard locked);
     retrying later may succeed, so the HTTP layer answers 503 with Retry-After."""
+
+
+class IndexBusyError(AdaclipError):
+    """The index has as much of some bounded work (exact searches) as it takes; retry later (503)."""

@@ -33,6 +33,11 @@ def _cluster_gpus() -> float:
 
 def serving_config(args: AppArgs) -> Config:
     """The validated config with the index path made absolute (replicas may run elsewhere)."""
+    if any(item.partition("=")[0].strip() == "index.api_key" for item in args.overrides):
+        raise ConfigError(
+            "index.api_key in the app's overrides would be stored by Serve with the deployment args; "
+            "set QDRANT_API_KEY in the replicas' environment instead (a Kubernetes Secret, or export it)"
+        )
     cfg = load_config(args.config, args.overrides)
     if cfg.index.backend == "edge" and args.index_replicas != 1:
         raise ConfigError(

@@ -41,7 +41,9 @@ def serving_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@serve.deployment(name="VideoEncoder", max_ongoing_requests=16, ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(
+    name="VideoEncoder", max_ongoing_requests=16, max_queued_requests=64, ray_actor_options={"num_cpus": 0.5}
+)
 class VideoEncoder:
     """Encodes videos given as paths to staged files (never file objects: those do not pickle)."""
 

@@ -5,6 +5,9 @@ embedding (`@serve.batch` across requests) -> Qdrant search -> hits with moments
 shard is owned by one process, so this deployment runs exactly one replica for the edge backend
 (several are fine against a Qdrant server). Index calls run on one worker thread: they never block
 the event loop that gathers text batches, and a check-then-insert is atomic within the replica.
+Work that could hold that thread for long stays off it: `exact` searches (a scan of the whole
+collection) run on their own thread, at most EXACT_QUEUE at a time (more are 503 busy), and health
+checks on another, so neither an exact search nor a long write delays uploads or `/healthz`.
 
 The index is opened lazily and re-opened on demand, so the app starts (and answers 503 with
 Retry-After) while a Qdrant server is down, and a restart waits out the previous owner's lock.
@@ -23,17 +26,22 @@ from ray import serve
 
 from adaclip.config import Config
 from adaclip.encoding import encode_queries, load_encoder_model, resolve_config
-from adaclip.errors import IndexUnavailableError
+from adaclip.errors import IndexBusyError, IndexUnavailableError
 from adaclip.index import IndexedVideo, VideoIndex, open_index
 from serve.encoder import serving_device
 from serve.schemas import BatchConfig, ModelSpec
 
 T = TypeVar("T")
 REOPEN_EVERY_S = 1.0  # at most one attempt to (re)open an unreachable index per this many seconds
+EXACT_QUEUE = 4  # exact searches running or waiting per replica; more are answered 503 busy
 
 
 @serve.deployment(
-    name="IndexService", num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.4}
+    name="IndexService",
+    num_replicas=1,
+    max_ongoing_requests=64,
+    max_queued_requests=512,
+    ray_actor_options={"num_cpus": 0.4},
 )
 class IndexService:
     """Search, add, get, delete and count videos of one collection (one model version)."""
@@ -47,6 +55,9 @@ class IndexService:
         self.temperature = self.cfg.model.qscore_temperature
         self.variant = self.cfg.model.qscore_variant
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
+        self._exact_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-exact")
+        self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-health")
+        self._exact_waiting = 0
         self._index: VideoIndex | None = None
         self._last_error = "not opened yet"
         self._last_try = 0.0
@@ -75,13 +86,13 @@ class IndexService:
             raise
         return self._index
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        """Run `fn(index, *args)` on the index thread."""
+    async def _run(self, fn: Any, *args: Any, pool: ThreadPoolExecutor | None = None) -> Any:
+        """Run `fn(index, *args)` on the index thread (or `pool`)."""
 
         def call() -> Any:
             return fn(self._open(), *args)
 
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return await asyncio.get_running_loop().run_in_executor(pool or self._pool, call)
 
     # ---- text ------------------------------------------------------------------------------
 
@@ -99,7 +110,8 @@ class IndexService:
         return {"model_version": self.model_version, "dim": self.dim, "backend": self.cfg.index.backend}
 
     async def health(self) -> dict[str, Any]:
-        count = await self._run(lambda index: index.count())
+        """Info and the count, read on the health thread: answers while index work is queued."""
+        count = await self._run(lambda index: index.count(), pool=self._health_pool)
         return {**self.info(), "count": count}
 
     async def stats(self) -> dict[str, Any]:
@@ -150,7 +162,15 @@ class IndexService:
                 for h in hits
             ]
 
-        return await self._run(search)
+        if mode != "exact":
+            return await self._run(search)
+        if self._exact_waiting >= EXACT_QUEUE:
+            raise IndexBusyError(f"{EXACT_QUEUE} exact searches are already running or queued; retry later")
+        self._exact_waiting += 1
+        try:
+            return await self._run(search, pool=self._exact_pool)
+        finally:
+            self._exact_waiting -= 1
 
     def __del__(self) -> None:
         """Serve calls this on graceful shutdown: flush and release the shard for the next owner."""

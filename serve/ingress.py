@@ -1,37 +1,46 @@
 """FastAPI ingress: the HTTP API of DESIGN.md in front of the encoder and index deployments.
 
 Queries take one hop (ingress -> IndexService, which embeds the text and searches). Uploads are
-streamed to a staging file while hashed; the content hash gives the id, so known bytes are answered
-200 without decoding; new files are decoded and encoded by VideoEncoder (a staged path crosses the
-hop, never a file object) and inserted by IndexService. Staging files are always removed, and a
-failed request writes nothing.
+streamed to a staging file while hashed (a file named by path is copied there the same way); the
+content hash gives the id, so known bytes are answered 200 without decoding; new files are decoded
+and encoded by VideoEncoder (a staged path crosses the hop, never a file object) and inserted by
+IndexService, their media committed in two phases around the index write (serve.media). Staging
+files are always removed, and a failed request writes nothing. Write routes refuse cross-site
+browser requests and, when `api_key_env` is set, requests without the key.
 
 Annotations are evaluated eagerly here (no `from __future__ import annotations`): FastAPI reads the
 route signatures of the class that `@serve.ingress` rewrites.
 """
 
 import asyncio
+import hmac
 import json
 import math
+import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from adaclip.encoding import KEY_CONTENT_HASH, content_hash, to_indexed
-from adaclip.errors import IndexUnavailableError
+from adaclip.config import MAX_RERANK_CANDIDATES
+from adaclip.encoding import KEY_CONTENT_HASH, to_indexed
+from adaclip.errors import ConfigError, IndexBusyError, IndexUnavailableError
 from adaclip.index import KEY_DURATION, KEY_SOURCE, KEY_TIMESTAMPS, KEY_TITLE, video_id
 from serve.http_errors import ApiError, install_error_handlers
 from serve.media import MEDIA_TYPES, MediaStore, thumbnail_png
 from serve.schemas import (
     MAX_K,
+    MAX_TEXT,
     AppArgs,
     ErrorResponse,
     HealthResponse,
@@ -44,7 +53,16 @@ from serve.schemas import (
     VideoDeleted,
     VideoRecord,
 )
-from serve.upload import FILE_FIELD, remove_quietly, remove_stale, stage_upload
+from serve.upload import (
+    FILE_FIELD,
+    StagedUpload,
+    has_control_chars,
+    read_capped,
+    remove_quietly,
+    remove_stale,
+    stage_path,
+    stage_upload,
+)
 
 app = FastAPI(
     title="AdaCLIP video search",
@@ -54,7 +72,9 @@ app = FastAPI(
 install_error_handlers(app)
 
 SEARCH_PAGE = Path(__file__).with_name("static") / "index.html"
-ERRORS = {s: {"model": ErrorResponse} for s in (400, 404, 413, 415, 422, 503)}
+ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 422, 503, 507)}
+MAX_JSON_BYTES = 64 * 1024  # a JSON request body (ingest by path)
+MAX_METADATA_DEPTH = 8  # nesting of objects and lists in metadata
 UPLOAD_BODY = {
     "requestBody": {
         "content": {
@@ -98,17 +118,45 @@ def parse_filters(source: str | None, title: str | None, extra: list[str]) -> di
     return filters
 
 
-def check_finite(value: Any, where: str = "metadata") -> None:
-    """422 for NaN or infinite numbers anywhere in `value` (JSON allows neither; the index rejects
-    them only after a full encode)."""
+def check_text(value: str | None, where: str) -> None:
+    """422 for an over-long text field or one holding NUL or other control characters."""
+    if value is not None and (len(value) > MAX_TEXT or has_control_chars(value)):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{where} must be at most {MAX_TEXT} characters without control characters",
+        )
+
+
+def check_metadata(value: Any, where: str = "metadata", depth: int = 0) -> None:
+    """422 for what the index would reject only after a full encode, or should not store: NaN or
+    infinite numbers, nesting deeper than MAX_METADATA_DEPTH, NUL bytes in keys or strings."""
+    if depth > MAX_METADATA_DEPTH:
+        raise ApiError(422, "invalid_request", f"{where} is nested deeper than {MAX_METADATA_DEPTH} levels")
     if isinstance(value, float) and not math.isfinite(value):
         raise ApiError(422, "invalid_request", f"{where} holds a non-finite number ({value})")
+    if isinstance(value, str) and "\0" in value:
+        raise ApiError(422, "invalid_request", f"{where} holds a NUL character")
     if isinstance(value, dict):
         for key, item in value.items():
-            check_finite(item, f"{where}.{key}")
+            if "\0" in key:
+                raise ApiError(422, "invalid_request", f"{where} has a key with a NUL character")
+            check_metadata(item, f"{where}.{key}", depth + 1)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            check_finite(item, f"{where}[{i}]")
+            check_metadata(item, f"{where}[{i}]", depth + 1)
+
+
+def authorize_write(headers: Mapping[str, str], allowed_origins: list[str], api_key: bytes | None) -> None:
+    """403 for a browser request from another site (a page cannot upload or delete on a visitor's
+    behalf: browsers send Origin, and a form cannot set X-API-Key); 401 without the API key when
+    one is configured."""
+    origin = headers.get("origin")
+    cross_site = origin is not None and urlsplit(origin).netloc != headers.get("host")
+    if cross_site and origin not in allowed_origins:
+        raise ApiError(403, "forbidden", f"cross-site writes are refused (Origin {origin!r:.100})")
+    if api_key is not None and not hmac.compare_digest(headers.get("x-api-key", "").encode(), api_key):
+        raise ApiError(401, "unauthorized", "this route needs the X-API-Key header")
 
 
 def _reject_constant(name: str) -> None:
@@ -124,11 +172,17 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
         raise ApiError(422, "invalid_request", f"metadata must be a JSON object: {e}") from e
     if not isinstance(value, dict):
         raise ApiError(422, "invalid_request", f"metadata must be a JSON object, got {type(value).__name__}")
-    check_finite(value)
+    check_metadata(value)
     return value
 
 
-@serve.deployment(name="SearchAPI", max_ongoing_requests=200, ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(
+    name="SearchAPI",
+    max_ongoing_requests=200,
+    max_queued_requests=1000,
+    backpressure_config={"status_code": 503, "retry_after_s": 5},
+    ray_actor_options={"num_cpus": 0.1},
+)
 @serve.ingress(app)
 class SearchAPI:
     """HTTP front door; holds handles to the encoder and index deployments."""
@@ -137,24 +191,49 @@ class SearchAPI:
         self.encoder = encoder
         self.index = index
         self.args = AppArgs.model_validate(args)
+        self._api_key = self._read_api_key(self.args.api_key_env)
         self._model_version: str | None = None
         self.media = MediaStore(self.args.media_dir)
+        self._reconciled = False
+        self._reconcile_lock = asyncio.Lock()
         remove_stale(self.args.staging_dir)
 
+    @staticmethod
+    def _read_api_key(env: str | None) -> bytes | None:
+        if env is None:
+            return None
+        key = os.environ.get(env, "")
+        if not key:
+            raise ConfigError(f"api_key_env={env}: the environment variable {env} is not set (or empty) here")
+        return key.encode()
+
     async def _call(self, response: Any) -> Any:
-        """Await a deployment response, turning an unreachable index or replica into 503."""
+        """Await a deployment response; an unreachable index or replica, a full queue or a busy
+        bounded path is 503 with Retry-After."""
         try:
             return await response
-        except (IndexUnavailableError, RayActorError) as e:
+        except (IndexUnavailableError, IndexBusyError, BackPressureError, RayActorError) as e:
+            code = "index_unavailable" if isinstance(e, IndexUnavailableError | RayActorError) else "busy"
             message = str(getattr(e, "cause", None) or e).strip().splitlines()[-1]
-            raise ApiError(
-                503, "index_unavailable", message, {"Retry-After": str(self.args.retry_after_s)}
-            ) from e
+            raise ApiError(503, code, message, {"Retry-After": str(self.args.retry_after_s)}) from e
 
     async def _version(self) -> str:
         if self._model_version is None:
             self._model_version = (await self._call(self.index.info.remote()))["model_version"]
         return self._model_version
+
+    async def _settle_media(self) -> None:
+        """Once per replica, before media is read or written: settle what a crash left pending."""
+        if self._reconciled:
+            return
+        async with self._reconcile_lock:
+            if not self._reconciled:
+
+                async def is_indexed(vid: str) -> bool:
+                    return await self._call(self.index.get.remote(vid)) is not None
+
+                await self.media.reconcile(is_indexed)
+                self._reconciled = True
 
     # ---- videos --------------------------------------------------------------------------------
 
@@ -164,60 +243,79 @@ class SearchAPI:
     async def add_video(self, request: Request) -> JSONResponse:
         """Upload a video (multipart `file`, optional title, source, id, metadata), or index a file
         on the server by path (JSON `{"path": ...}`, below the configured ingest roots)."""
+        authorize_write(request.headers, self.args.allowed_origins, self._api_key)
+        await self._settle_media()
         if request.headers.get("content-type", "").startswith("application/json"):
-            return await self._add_by_path(await request.body())
-        length = request.headers.get("content-length")
-        staged = await stage_upload(
-            request.stream(),
-            request.headers.get("content-type"),
-            int(length) if length and length.isdigit() else None,
-            self.args.staging_dir,
-            self.args.max_upload_bytes,
-        )
-        try:
-            fields = staged.fields
-            name = staged.filename or "upload"
-            metadata = parse_metadata(fields.get("metadata"))
-            if fields.get("id"):
-                metadata = {**(metadata or {}), "external_id": fields["id"]}
-            if staged.size == 0:
-                raise ApiError(415, "not_a_video", f"{name}: file is empty")
-            return await self._ingest(
-                staged.path, name, staged.sha256, fields.get("source") or name, fields.get("title"), metadata
+            req = self._path_request(await read_capped(request.stream(), MAX_JSON_BYTES))
+            staged = await asyncio.to_thread(
+                stage_path,
+                Path(req.path).expanduser().resolve(),
+                self.args.ingest_roots,
+                self.args.staging_dir,
+                self.args.max_upload_bytes,
             )
+            source, title, metadata = req.source or req.path, req.title, req.metadata
+        else:
+            length = request.headers.get("content-length")
+            staged = await stage_upload(
+                request.stream(),
+                request.headers.get("content-type"),
+                int(length) if length and length.isdigit() else None,
+                self.args.staging_dir,
+                self.args.max_upload_bytes,
+            )
+            source, title, metadata = None, None, None
+        try:
+            if staged.fields:
+                fields = staged.fields
+                for key in ("title", "source", "id"):
+                    check_text(fields.get(key), key)
+                metadata = parse_metadata(fields.get("metadata"))
+                if fields.get("id"):
+                    metadata = {**(metadata or {}), "external_id": fields["id"]}
+                source, title = fields.get("source"), fields.get("title")
+            return await self._ingest(staged, source or staged.filename or "upload", title, metadata)
         finally:
             remove_quietly(staged.path)
 
-    async def _add_by_path(self, body: bytes) -> JSONResponse:
+    @staticmethod
+    def _path_request(body: bytes) -> IngestPathRequest:
         try:
             req = IngestPathRequest.model_validate_json(body)
         except ValidationError as e:
             raise ApiError(422, "invalid_request", str(e).replace("\n", " ")) from e
-        path = Path(req.path).expanduser().resolve()
-        if not any(path.is_relative_to(root) for root in self.args.ingest_roots):
-            roots = ", ".join(map(str, self.args.ingest_roots)) or "none configured (ingest_roots)"
-            raise ApiError(400, "path_not_allowed", f"{req.path} is not below an ingest root: {roots}")
-        if not path.is_file():
-            raise ApiError(404, "not_found", f"{req.path} does not exist on the server")
-        check_finite(req.metadata)
-        sha = await asyncio.to_thread(content_hash, path)
-        return await self._ingest(path, req.path, sha, req.source or req.path, req.title, req.metadata)
+        for key in ("path", "title", "source"):
+            check_text(getattr(req, key), key)
+        check_metadata(req.metadata)
+        return req
 
     async def _ingest(
-        self, path: Path, name: str, sha: str, source: str, title: str | None, metadata: dict | None
+        self, staged: StagedUpload, source: str, title: str | None, metadata: dict | None
     ) -> JSONResponse:
+        name = staged.filename or "upload"
+        if staged.size == 0:
+            raise ApiError(415, "not_a_video", f"{name}: file is empty")
         version = await self._version()
-        vid = video_id(sha, version)
+        vid = video_id(staged.sha256, version)
         stored = await self._call(self.index.get.remote(vid))
-        if stored is not None:  # the same bytes are indexed: answer without decoding
-            await asyncio.to_thread(self.media.keep, vid, path)
-            return self._created(vid, False, stored["payload"])
-        outcome = await self.encoder.encode.remote(str(path))
-        if outcome.error is not None:
-            raise ApiError(415, "not_a_video", f"{name}: not a decodable video ({outcome.error})")
-        item = to_indexed(outcome.video, sha, version, source, title, metadata)
-        created, payload = await self._call(self.index.add.remote(item))
-        await asyncio.to_thread(self.media.keep, vid, path)  # after the index accepted it: no orphan file
+        if stored is not None and self.media.find(vid) is not None:
+            return self._created(vid, False, stored["payload"])  # the same bytes are indexed
+        item = None
+        if stored is None:  # new bytes: decode and encode
+            outcome = await self._call(self.encoder.encode.remote(str(staged.path)))
+            if outcome.error is not None:
+                raise ApiError(415, "not_a_video", f"{name}: not a decodable video ({outcome.error})")
+            item = to_indexed(outcome.video, staged.sha256, version, source, title, metadata)
+        pending = await asyncio.to_thread(self.media.prepare, vid, staged.path)  # a full disk: 507, no point
+        try:
+            if item is not None:
+                created, payload = await self._call(self.index.add.remote(item))
+            else:
+                created, payload = False, stored["payload"]
+        except BaseException:
+            self.media.discard(pending)
+            raise
+        await asyncio.to_thread(self.media.commit, pending)
         return self._created(vid, created, payload)
 
     @staticmethod
@@ -242,11 +340,22 @@ class SearchAPI:
         return VideoRecord(**found)
 
     @app.delete("/videos/{video_id}", response_model=VideoDeleted, responses=ERRORS)
-    async def delete_video(self, video_id: str) -> VideoDeleted:
-        """Remove a video from the index."""
-        if not await self._call(self.index.delete.remote(video_id)):
+    async def delete_video(self, video_id: str, request: Request) -> VideoDeleted:
+        """Remove a video from the index, and its file."""
+        authorize_write(request.headers, self.args.allowed_origins, self._api_key)
+        await self._settle_media()
+        withdrawn = self.media.withdraw(video_id)  # not served from now; back if the delete fails
+        try:
+            deleted = await self._call(self.index.delete.remote(video_id))
+        except BaseException:
+            if withdrawn is not None:
+                self.media.commit(withdrawn)
+            raise
+        if not deleted:
+            if withdrawn is not None:
+                self.media.commit(withdrawn)
             raise ApiError(404, "not_found", f"no video with id {video_id!r}")
-        self.media.remove(video_id)
+        self.media.discard(withdrawn)
         return VideoDeleted(id=video_id)
 
     def _media(self, video_id: str) -> Path:
@@ -285,7 +394,9 @@ class SearchAPI:
         source: str | None = Query(None, description="only videos with this payload source"),
         title: str | None = Query(None, description="only videos with this payload title"),
         filter: list[str] = Query([], description="more exact payload filters, key:value (repeatable)"),
-        candidates: int | None = Query(None, ge=1, le=10000, description="rerank prefetch size"),
+        candidates: int | None = Query(
+            None, ge=1, le=MAX_RERANK_CANDIDATES, description="rerank prefetch size"
+        ),
     ) -> SearchResponse:
         """Top-k videos for a text query, each with its score and best-matching moment (s)."""
         start = time.perf_counter()
@@ -306,6 +417,7 @@ class SearchAPI:
     async def healthz(self) -> HealthResponse:
         """200 when the index answers; 503 with Retry-After while it cannot be reached."""
         info = await self._call(self.index.health.remote())
+        await self._settle_media()
         return HealthResponse(status="ok", model_version=info["model_version"], backend=info["backend"])
 
     @app.get("/stats", response_model=StatsResponse, responses=ERRORS)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Mode = Literal["fast", "rerank", "exact"]
 MAX_K = 1000
+MAX_TEXT = 4096  # title, source, id
 CHECKPOINT_KEY = "model.checkpoint"  # an override naming the checkpoint (not a Config field)
 
 
@@ -51,6 +52,16 @@ class AppArgs(Strict):
         description="server-side directories POST /videos may read by path (none: disabled)",
     )
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After of 503 answers")
+    api_key_env: str | None = Field(
+        default=None,
+        description="name of an environment variable holding the key the write routes (POST, DELETE) "
+        "require in the X-API-Key header; None leaves writes open (the demo)",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="other origins (scheme://host:port) whose pages may write; a browser request from "
+        "any other site is 403 (no cross-site uploads)",
+    )
     text_batch_size: int = Field(default=32, ge=1)
     text_batch_wait_s: float = Field(default=0.002, ge=0)
     video_batch_size: int = Field(default=8, ge=1)
@@ -114,9 +125,9 @@ class ErrorResponse(BaseModel):
 class IngestPathRequest(Strict):
     """JSON body of POST /videos for a file already on the server (below one of `ingest_roots`)."""
 
-    path: str
-    title: str | None = None
-    source: str | None = None
+    path: str = Field(min_length=1, max_length=4096)
+    title: str | None = Field(default=None, max_length=MAX_TEXT)
+    source: str | None = Field(default=None, max_length=MAX_TEXT)
     metadata: dict[str, Any] | None = None
 
 

@@ -63,6 +63,6 @@ def open_index(cfg: IndexConfig, dim: int, model_version: str) -> VideoIndex:
         url = cfg.url or os.environ.get("QDRANT_URL")
         if not url:
             raise ConfigError("index.backend=server needs index.url or the QDRANT_URL environment variable")
-        api_key = cfg.api_key or os.environ.get("QDRANT_API_KEY") or None
+        api_key = cfg.api_key.get_secret_value() if cfg.api_key else os.environ.get("QDRANT_API_KEY") or None
         backend = ServerBackend(url, api_key, name, dim, timeout_s=cfg.timeout_s)
     return VideoIndex(backend, dim=dim, model_version=model_version, rerank_candidates=cfg.rerank_candidates)

@@ -327,6 +327,51 @@ def test_non_finite_metadata_is_422_and_stores_nothing(app, uploaded, videos, wo
     assert count(app.url) == before and sorted((workdir / "media").iterdir()) == files
 
 
+def test_hostile_requests_are_4xx_and_change_nothing(app, uploaded, videos, workdir):
+    """Each answer is a clear 4xx, and neither the index, the media nor staging changes."""
+    path = videos[NUM_VIDEOS + 3]["path"]
+    before, files = count(app.url), sorted((workdir / "media").iterdir())
+    data = path.read_bytes()
+
+    def post(**kwargs) -> httpx.Response:
+        return httpx.post(f"{app.url}/videos", timeout=60, **kwargs)
+
+    cases = {
+        "cross-site upload": (
+            403,
+            post(files={"file": ("a.mp4", data)}, headers={"origin": "https://evil.example"}),
+        ),
+        "unknown form field": (422, post(files={"file": ("a.mp4", data), "colour": (None, b"red")})),
+        "NUL in the title": (422, post(files={"file": ("a.mp4", data)}, data={"title": "a\0b"})),
+        "metadata too deep": (
+            422,
+            post(files={"file": ("a.mp4", data)}, data={"metadata": '{"a":' * 12 + "1" + "}" * 12}),
+        ),
+        "no closing boundary": (
+            400,
+            post(
+                content=b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n'
+                + data[:500],
+                headers={"content-type": "multipart/form-data; boundary=B"},
+            ),
+        ),
+        "NUL in a path": (422, post(json={"path": str(path) + "\0.mp4"})),
+        "JSON body over its cap": (413, post(json={"path": "x" * 100_000})),
+        "unknown JSON field": (422, post(json={"path": str(path), "owner": "me"})),
+    }
+    for name, (status, r) in cases.items():
+        assert r.status_code == status, (name, r.text)
+        assert set(r.json()["error"]) == {"code", "message"}, name
+    r = httpx.get(f"{app.url}/search", params={"q": "a", "candidates": 5000}, timeout=30)
+    assert r.status_code == 422, r.text
+    r = httpx.delete(
+        f"{app.url}/videos/{next(iter(uploaded))}", headers={"origin": "https://evil.example"}, timeout=30
+    )
+    assert r.status_code == 403
+    assert count(app.url) == before and sorted((workdir / "media").iterdir()) == files
+    assert not list((workdir / "staging").glob("*"))
+
+
 def test_search_client(app, uploaded, capsys):
     from serve.client import main
 

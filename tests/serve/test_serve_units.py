@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from adaclip.config import load_config
 from adaclip.errors import ConfigError
 from serve.app import build_application, serving_config
 from serve.client import format_moment, format_results
@@ -13,6 +15,7 @@ from serve.run import read_serve_config
 from serve.schemas import AppArgs
 
 ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "tiny.yaml"
 
 
 def test_checkpoint_override_is_split_out(tmp_path):
@@ -77,21 +80,53 @@ def test_media_suffix_comes_from_the_bytes_and_ids_from_any_uuid_spelling(tmp_pa
     assert container_suffix(mp4) == ".mp4"
     assert [container_suffix(tmp_path / n) for n in samples] == [".webm", ".mkv", ".avi", ".video"]
 
-    stale = tmp_path / "media" / "media-crashed.part"
-    stale.parent.mkdir()
+    stale = tmp_path / "media" / ".pending" / "media-crashed.part"
+    stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     store = MediaStore(tmp_path / "media")
     assert not stale.exists()  # a crashed copy's temporary file is cleaned at start
     vid = str(uuid.uuid4())
-    kept = store.keep(vid.upper(), tmp_path / "page")
+    pending = store.prepare(vid.upper(), tmp_path / "page")
+    assert store.find(vid) is None  # prepared is not served
+    kept = store.commit(pending)
     assert kept.name == f"{vid}.video"  # never .html: the client's name plays no part
     for spelling in (vid, vid.upper(), vid.replace("-", ""), f"urn:uuid:{vid}"):
         assert store.find(spelling) == kept
-    assert store.keep(vid, mp4) == kept  # one file per id
+    assert store.commit(store.prepare(vid, mp4)) == kept  # one file per id
     assert store.find("../../etc/passwd") is None
-    store.remove(f"urn:uuid:{vid}")
-    assert store.find(vid) is None
+    withdrawn = store.withdraw(f"urn:uuid:{vid}")
+    assert store.find(vid) is None and withdrawn.exists()
+    store.commit(withdrawn)  # a failed delete puts it back
+    assert store.find(vid) == kept
+    store.discard(store.withdraw(vid))
+    assert store.find(vid) is None and not list(store.pending.iterdir())
+
+
+def test_media_reconcile_settles_what_a_crash_left_pending(tmp_path, synth_corpus):
+    """A pending file whose point exists is served after restart; one without a point is deleted
+    once it is older than an upload can take, never while it may be in flight."""
+    import asyncio
+    import os
+    import time
+    import uuid
+
+    from serve.media import PENDING_GRACE_S, MediaStore
+
+    mp4 = next((synth_corpus / "videos").glob("*.mp4"))
+    store = MediaStore(tmp_path / "media")
+    indexed, orphan, young = (str(uuid.uuid4()) for _ in range(3))
+    store.prepare(indexed, mp4)  # crashed after the index write, before commit
+    old = store.prepare(orphan, mp4)  # crashed before the index write
+    os.utime(old, (time.time() - PENDING_GRACE_S - 1,) * 2)
+    store.prepare(young, mp4)  # another replica's upload in flight
+
+    async def is_indexed(vid: str) -> bool:
+        return vid == indexed
+
+    assert asyncio.run(store.reconcile(is_indexed)) == (1, 1)
+    assert store.find(indexed) is not None and store.find(orphan) is None and store.find(young) is None
+    assert [p.name.startswith(young) for p in store.pending.iterdir()] == [True]
 
 
 def test_an_unexpected_error_is_a_generic_500_with_a_request_id(caplog):
@@ -116,3 +151,65 @@ def test_an_unexpected_error_is_a_generic_500_with_a_request_id(caplog):
     assert "10.1.2.3" not in r.text and "4242" not in r.text and "secret" not in r.text
     logged = "\n".join(rec.getMessage() + str(rec.exc_info[1]) for rec in caplog.records)
     assert request_id in logged and "10.1.2.3" in logged
+
+
+def test_writes_refuse_other_sites_and_need_the_key_when_one_is_set():
+    from serve.http_errors import ApiError
+    from serve.ingress import authorize_write
+
+    def status(headers, allowed=(), key=None):
+        try:
+            authorize_write({"host": "search.example:8000", **headers}, list(allowed), key)
+        except ApiError as e:
+            return e.status
+        return 200
+
+    assert status({}) == 200  # curl, scripts: no Origin
+    assert status({"origin": "http://search.example:8000"}) == 200  # the app's own page
+    assert status({"origin": "https://evil.example"}) == 403
+    assert status({"origin": "null"}) == 403  # a sandboxed or file: page
+    assert status({"origin": "https://admin.example"}, allowed=["https://admin.example"]) == 200
+    assert status({}, key=b"s3cret") == 401
+    assert status({"x-api-key": "wrong"}, key=b"s3cret") == 401
+    assert status({"x-api-key": "s3cret"}, key=b"s3cret") == 200
+    assert status({"x-api-key": "s3cret", "origin": "https://evil.example"}, key=b"s3cret") == 403
+
+
+@pytest.mark.parametrize(
+    "metadata, ok",
+    [
+        ({"a": {"b": [1, 2, {"c": "d"}]}}, True),
+        ({"x": float("nan")}, False),
+        ({"x": [float("-inf")]}, False),
+        ({"x": "a\0b"}, False),
+        ({"a\0": 1}, False),
+        ({"deep": json.loads("[" * 7 + "1" + "]" * 7)}, True),
+        ({"deep": json.loads("[" * 8 + "1" + "]" * 8)}, False),
+    ],
+    ids=["nested", "nan", "inf-in-list", "nul-value", "nul-key", "depth-8", "depth-9"],
+)
+def test_metadata_the_index_would_reject_is_422(metadata, ok):
+    from serve.http_errors import ApiError
+    from serve.ingress import check_metadata
+
+    if ok:
+        check_metadata(metadata)
+    else:
+        with pytest.raises(ApiError) as e:
+            check_metadata(metadata)
+        assert e.value.status == 422
+
+
+def test_the_qdrant_key_is_never_written_out(tmp_path):
+    """Not to a checkpoint, not to the Serve deployment args: only the process that was given it
+    (or QDRANT_API_KEY in each replica's environment) holds it."""
+    from adaclip.checkpoint import read_checkpoint, save_checkpoint
+    from adaclip.encoding import load_encoder_model
+
+    cfg = load_config(TINY, ["index.api_key=s3cret-key"])
+    assert cfg.index.api_key.get_secret_value() == "s3cret-key" and "s3cret" not in repr(cfg)
+    assert "s3cret" not in cfg.model_dump_json()
+    path = save_checkpoint(tmp_path / "m.pt", load_encoder_model(cfg, seed=0), cfg)
+    assert "s3cret" not in json.dumps(read_checkpoint(path)["config"])
+    with pytest.raises(ConfigError, match="QDRANT_API_KEY"):
+        build_application(AppArgs(config=TINY, overrides=["index.api_key=s3cret-key"]))
