@@ -1,8 +1,11 @@
 """Decode the N sampled frames of a video as two uint8 views: CLIP-size RGB and a cheap selector view.
 
-Memory stays bounded whatever the input: the file is validated first (``probe_video``), frames are
-scaled while decoding (decord's width/height, or PyAV's per-frame reformat) and read in small
-chunks, and only the sampled frames are kept. Any unusable file raises ``VideoDecodeError``.
+Memory stays bounded whatever the input: the file is validated first (``probe_video``: absurd
+frame sizes are refused from the header), frames are scaled while decoding (decord's width/height,
+or PyAV's per-frame reformat) to at most ``MAX_DECODE_SIDE`` px a side, and only the sampled frames
+are kept. Time stays bounded too: one ``Deadline`` (``DECODE_DEADLINE_S`` unless the caller passes
+less) covers the probe and the decode of a file, checked between frames. Any unusable file raises
+``VideoDecodeError``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from adaclip.errors import VideoDecodeError
-from adaclip.video.probe import inspect_video
+from adaclip.video.probe import DECODE_DEADLINE_S, Deadline, inspect_video
 from adaclip.video.readers import Backend, FallbackReader
 from adaclip.video.sampling import SamplingMode, sample_indices
 from adaclip.video.transforms import center_crop, resize_rgb, scaled_size, to_grey
@@ -65,11 +68,13 @@ def _iter_crops(reader: FallbackReader, indices: np.ndarray, size: int) -> Itera
             yield crop
 
 
-def _open_reader(path: Path, size: int, max_side: int | None, backend: Backend, chunk: int) -> FallbackReader:
+def _open_reader(
+    path: Path, size: int, max_side: int | None, backend: Backend, deadline: Deadline
+) -> FallbackReader:
     """Validate the file (cheap header checks), then open the first backend that can read it."""
-    info, exact = inspect_video(path)
+    info, exact = inspect_video(path, deadline=deadline)
     width, height = scaled_size(info.width, info.height, size, max_side)
-    return FallbackReader(path, info, width, height, backend=backend, chunk=chunk, exact_count=exact)
+    return FallbackReader(path, info, width, height, backend=backend, exact_count=exact, deadline=deadline)
 
 
 def decode_video(
@@ -82,18 +87,21 @@ def decode_video(
     rng: np.random.Generator | None = None,
     max_side: int | None = None,
     backend: Backend = "auto",
-    chunk: int = 16,
+    *,
+    deadline: float | Deadline = DECODE_DEADLINE_S,
 ) -> DecodedVideo:
     """Sample ``num_frames`` frames (SPEC section 1) and return both views; see ``DecodedVideo``.
 
     Frames are resized so the shorter side is ``clip_size`` and centre-cropped to a square; the
     selector view is the same crops resized to ``selector_size`` (grey when ``selector_grayscale``).
-    ``max_side`` caps the longer side of the decode size (for extreme aspect ratios).
+    ``max_side`` caps the longer side of the decode size below ``MAX_DECODE_SIDE`` (the cap for all).
     ``backend`` 'auto' uses decord and falls back to PyAV; 'decord' or 'pyav' force one.
-    Raises VideoDecodeError (naming the file and why) for any unusable input.
+    ``deadline``: seconds for the whole probe and decode (or a running ``Deadline``).
+    Raises VideoDecodeError (naming the file and why) for any unusable input, or once the deadline
+    has passed.
     """
     path = Path(path)
-    with _open_reader(path, clip_size, max_side, backend, chunk) as reader:
+    with _open_reader(path, clip_size, max_side, backend, Deadline.of(deadline)) as reader:
         indices = sample_indices(reader.num_frames, num_frames, sampling, rng)
         clip = np.empty((len(indices), clip_size, clip_size, 3), dtype=np.uint8)
         selector = np.empty((len(indices), selector_size, selector_size, 3), dtype=np.uint8)
@@ -122,15 +130,20 @@ def decode_frames_chunked(
     chunk: int = 16,
     max_side: int | None = None,
     backend: Backend = "auto",
+    *,
+    deadline: float | Deadline = DECODE_DEADLINE_S,
 ) -> Iterator[np.ndarray]:
     """Yield (c, size, size, 3) uint8 crops, c <= ``chunk``, for the sorted ``indices`` in order.
 
     For many frames per video (e.g. 120 for Clip-Hitchhiker evaluation): only one chunk of crops
-    is held at a time. Indices must lie in [0, probe_video(path).num_frames).
+    is held at a time. Indices must lie in [0, probe_video(path).num_frames). ``deadline`` bounds
+    the time spent probing and decoding (seconds, from the first chunk asked for); the caller's
+    time between chunks does not count.
     """
     path = Path(path)
     indices = np.asarray(indices, dtype=np.int64)
-    with _open_reader(path, size, max_side, backend, chunk) as reader:
+    deadline = Deadline.of(deadline)
+    with _open_reader(path, size, max_side, backend, deadline) as reader:
         if len(indices) and (indices.min() < 0 or indices.max() >= reader.num_frames):
             raise VideoDecodeError(
                 path, f"frame indices {indices.min()}..{indices.max()} outside 0..{reader.num_frames - 1}"
@@ -139,7 +152,8 @@ def decode_frames_chunked(
         for crop in _iter_crops(reader, indices, size):
             buffer.append(crop)
             if len(buffer) == chunk:
-                yield np.stack(buffer)
+                with deadline.paused():
+                    yield np.stack(buffer)
                 buffer = []
         if buffer:
             yield np.stack(buffer)

@@ -7,7 +7,11 @@ every file is validated here first, with reads of a few bytes and a PyAV header 
 from __future__ import annotations
 
 import struct
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -16,6 +20,60 @@ from adaclip.errors import VideoDecodeError
 
 # Top-level box types that can open an ISO-BMFF (mp4/mov/m4v/3gp) file.
 _MP4_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"}
+
+# Longest frame side accepted: 8K UHD is 7680 px; larger comes from no camera, only from files made
+# to exhaust a decoder's memory (one 16384 x 16384 frame is 800 MB as RGB).
+MAX_FRAME_SIDE = 8192
+# Longest over shortest side accepted: 32:9 panoramas are 3.6; a narrower strip scales to absurd
+# frames (2 x 4096 becomes 224 x 458,752 px) and its centre crop shows almost nothing of it.
+MAX_ASPECT_RATIO = 8.0
+# Wall-clock seconds one file may take to probe and decode, so a pathological file (millions of
+# tiny packets, one keyframe for an hour) cannot hold a worker for minutes; callers may pass less.
+DECODE_DEADLINE_S = 120.0
+# Video packets counted at most when a header has no frame count: over 18 h at 30 fps; more is a
+# packet flood, not a video anyone searches, and counting it would take minutes.
+MAX_COUNTED_PACKETS = 2_000_000
+# Packets demuxed between two deadline checks while counting (a check costs ~0.1 us, a packet ~10 us).
+_CHECK_EVERY = 256
+
+
+class DeadlineExceeded(VideoDecodeError):
+    """A file took longer than its time budget to probe or decode; no other backend is tried."""
+
+
+class Deadline:
+    """A wall-clock budget for one file, started at construction and checked between packets,
+    frames and chunks; pass one to ``probe_video``, ``decode_video`` ... to share it among calls."""
+
+    def __init__(self, seconds: float = DECODE_DEADLINE_S, clock: Callable[[], float] = time.monotonic):
+        if not seconds >= 0:
+            raise ValueError(f"a deadline must be >= 0 seconds, got {seconds}")
+        self.seconds, self._clock = float(seconds), clock
+        self._end = clock() + self.seconds
+
+    @classmethod
+    def of(cls, deadline: float | Deadline) -> Deadline:
+        """``deadline`` itself if it is one (shared budget), else a new one of that many seconds."""
+        return deadline if isinstance(deadline, Deadline) else cls(deadline)
+
+    def expired(self) -> bool:
+        return self._clock() > self._end
+
+    def check(self, path: str | Path, doing: str) -> None:
+        """Raise DeadlineExceeded ("<doing> took longer than X s") once the budget is spent."""
+        if self.expired():
+            raise DeadlineExceeded(
+                path, f"{doing} took longer than {self.seconds:g} s (the per-file time limit)"
+            )
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside (a generator's consumer working on a yielded chunk) is not counted."""
+        start = self._clock()
+        try:
+            yield
+        finally:
+            self._end += self._clock() - start
 
 
 @dataclass(frozen=True)
@@ -76,17 +134,67 @@ def check_mp4_boxes(path: Path) -> None:
         raise VideoDecodeError(path, "truncated: mp4 file has no 'moov' index box")
 
 
-def _count_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
-    """Frames in a stream whose header has no count (mkv, webm): its video packets, demuxed only."""
-    return sum(1 for packet in container.demux(stream) if packet.size > 0)
+def check_frame_size(path: str | Path, width: int, height: int) -> None:
+    """Raise VideoDecodeError for a frame size no real video has: empty, a side over
+    ``MAX_FRAME_SIDE``, or an aspect ratio over ``MAX_ASPECT_RATIO`` (header values, before decoding)."""
+    if width <= 0 or height <= 0:
+        raise VideoDecodeError(path, f"not a video container: frame size {width}x{height}")
+    if max(width, height) > MAX_FRAME_SIDE:
+        raise VideoDecodeError(
+            path, f"frame size {width}x{height} is too large: a side may be at most {MAX_FRAME_SIDE} px"
+        )
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT_RATIO:
+        raise VideoDecodeError(
+            path,
+            f"frame size {width}x{height} has an aspect ratio of {ratio:.4g}:1, "
+            f"more than the {MAX_ASPECT_RATIO:g}:1 accepted",
+        )
 
 
-def _read_header(path: Path, count_frames: bool) -> tuple[VideoInfo, bool]:
+def _count_packets(
+    path: Path,
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    fps: float,
+    deadline: Deadline,
+) -> tuple[int, float | None]:
+    """Frames in a stream whose header has no count (mkv, webm): its video packets, demuxed only,
+    and the seconds they span (a container's duration also covers its audio, which may run longer).
+
+    Stops with VideoDecodeError past ``MAX_COUNTED_PACKETS`` packets or when ``deadline`` passes.
+    """
+    tb = stream.time_base or Fraction(1, 1000)
+    frame_ticks = round(1 / (fps * tb)) if fps > 0 else 0  # for packets without a duration
+    count, first, end = 0, None, None
+    for seen, packet in enumerate(container.demux(stream)):
+        if seen % _CHECK_EVERY == 0:
+            deadline.check(path, "probing (counting frames)")
+        if packet.size <= 0:
+            continue
+        count += 1
+        if count > MAX_COUNTED_PACKETS:
+            raise VideoDecodeError(
+                path,
+                f"probing stopped: more than {MAX_COUNTED_PACKETS} video packets (not a plausible video)",
+            )
+        if packet.pts is not None:
+            stop = packet.pts + (packet.duration or frame_ticks)
+            first = packet.pts if first is None else min(first, packet.pts)
+            end = stop if end is None else max(end, stop)
+    span = float((end - first) * tb) if first is not None and end > first else None
+    return count, span
+
+
+def _read_header(path: Path, count_frames: bool, deadline: Deadline) -> tuple[VideoInfo, bool]:
     try:
         with av.open(str(path)) as container:
+            deadline.check(path, "probing")  # opening reads and analyses the first packets
             if not container.streams.video:
                 raise VideoDecodeError(path, "not a video container: it has no video stream")
             stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            check_frame_size(path, width, height)  # before counting: reject absurd files cheaply
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             fps = float(rate) if rate else 0.0
             duration = None
@@ -96,10 +204,10 @@ def _read_header(path: Path, count_frames: bool) -> tuple[VideoInfo, bool]:
                 duration = container.duration / 1_000_000
             num_frames, exact = int(stream.frames or 0), True
             if num_frames <= 0 and count_frames:
-                num_frames = _count_packets(container, stream)
+                num_frames, span = _count_packets(path, container, stream, fps, deadline)
+                duration = span if span is not None else duration
             elif num_frames <= 0:  # estimate; the decoder that needs it counts exactly
                 num_frames, exact = round((duration or 0.0) * fps), False
-            width, height = stream.codec_context.width, stream.codec_context.height
     except VideoDecodeError:
         raise
     except av.FFmpegError as e:
@@ -108,8 +216,6 @@ def _read_header(path: Path, count_frames: bool) -> tuple[VideoInfo, bool]:
         raise VideoDecodeError(path, f"not a video container ({e})") from e
     if exact and num_frames <= 0:
         raise VideoDecodeError(path, "no decodable frames")
-    if width <= 0 or height <= 0:
-        raise VideoDecodeError(path, f"not a video container: frame size {width}x{height}")
     if fps <= 0:
         fps = num_frames / duration if duration and num_frames > 0 else 25.0
     if duration is None:
@@ -118,22 +224,27 @@ def _read_header(path: Path, count_frames: bool) -> tuple[VideoInfo, bool]:
     return info, exact
 
 
-def inspect_video(path: str | Path) -> tuple[VideoInfo, bool]:
+def inspect_video(
+    path: str | Path, *, deadline: float | Deadline = DECODE_DEADLINE_S
+) -> tuple[VideoInfo, bool]:
     """Validate ``path`` and read its header only (no full read of the file).
 
     The flag says whether ``num_frames`` is exact; containers without a frame count in the header
     (mkv, webm) get an estimate from duration x fps, and decoders that need the count measure it.
+    ``deadline``: seconds, or a running ``Deadline`` shared with the decode that follows.
     """
     path = check_file(path)
     check_mp4_boxes(path)
-    return _read_header(path, count_frames=False)
+    return _read_header(path, count_frames=False, deadline=Deadline.of(deadline))
 
 
-def probe_video(path: str | Path) -> VideoInfo:
+def probe_video(path: str | Path, *, deadline: float | Deadline = DECODE_DEADLINE_S) -> VideoInfo:
     """Validate ``path`` and describe its first video stream; raise VideoDecodeError if unusable.
 
-    ``num_frames`` is exact: the header's count, else the number of video packets.
+    ``num_frames`` is exact: the header's count, else the number of video packets (then
+    ``duration`` is the span of those packets). Counting stops with VideoDecodeError once
+    ``deadline`` (seconds, or a running ``Deadline``) passes.
     """
     path = check_file(path)
     check_mp4_boxes(path)
-    return _read_header(path, count_frames=True)[0]
+    return _read_header(path, count_frames=True, deadline=Deadline.of(deadline))[0]

@@ -7,19 +7,25 @@ import numpy as np
 
 # ITU-R BT.601 luma weights, as most grey conversions (PIL's "L", OpenCV) use them.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# Longest side of any frame as decoded (before the centre crop), whatever the input or the caller's
+# ``max_side``: a frame then holds at most 2048 x 2048 x 3 = 12 MiB. A 224 crop of an 8:1 video
+# (the widest the probe accepts) decodes at 224 x 1792, under it.
+MAX_DECODE_SIDE = 2048
 
 
 def scaled_size(width: int, height: int, short_side: int, max_side: int | None = None) -> tuple[int, int]:
     """(width, height) with the shorter side equal to ``short_side`` and the aspect ratio kept.
 
     ``max_side`` caps the longer side (a memory guard for extreme aspect ratios); the shorter side
-    then shrinks below ``short_side`` and the centre crop is upscaled afterwards.
+    then shrinks below ``short_side`` and the centre crop is upscaled afterwards. The cap is never
+    more than ``MAX_DECODE_SIDE``, so both sides returned are at most that, whatever the input.
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
+    max_side = MAX_DECODE_SIDE if max_side is None else min(max_side, MAX_DECODE_SIDE)
     short, long = min(width, height), max(width, height)
     new_short, new_long = short_side, max(short_side, round(long * short_side / short))
-    if max_side is not None and new_long > max_side:
+    if new_long > max_side:
         new_short, new_long = max(1, round(short * max_side / long)), max_side
     return (new_short, new_long) if width <= height else (new_long, new_short)
 
