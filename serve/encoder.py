@@ -1,7 +1,9 @@
 """Video encoder deployment: staged file -> N cheap views -> selector keeps K -> CLIP on K -> vector.
 
-Decoding runs per request in a thread (so several uploads decode at once); the model runs on
-batches gathered across requests by `@serve.batch`, whose size and wait come from `user_config`.
+Decoding runs per request on a bounded pool of DECODE_THREADS threads apart from the model (so a few
+uploads decode at once, a flood of them queues instead of starving encoding, and each decode is cut
+off at the decoder's per-file deadline); the model runs on batches gathered across requests by
+`@serve.batch`, whose size and wait come from `user_config`.
 A file that does not decode comes back as an `EncodeOutcome` with the reason (not an exception:
 the ingress turns it into a 415 and nothing is written).
 """
@@ -9,6 +11,7 @@ the ingress turns it into a 415 and nothing is written).
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,8 @@ from adaclip.encoding import (
 from adaclip.errors import VideoDecodeError
 from adaclip.video.decode import DecodedVideo
 from serve.schemas import BatchConfig, ModelSpec
+
+DECODE_THREADS = 2  # concurrent decodes per replica
 
 
 @dataclass
@@ -51,6 +56,7 @@ class VideoEncoder:
         model_spec = ModelSpec.model_validate(spec)
         self.cfg = resolve_config(Config.model_validate(model_spec.config), model_spec.checkpoint)
         self.model = load_encoder_model(self.cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
+        self._decode_pool = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Apply `user_config` batch settings live (Serve calls this on start and on config change)."""
@@ -61,7 +67,8 @@ class VideoEncoder:
     async def encode(self, path: str) -> EncodeOutcome:
         """Decode and encode the video at `path` (a staged upload or a file below an ingest root)."""
         try:
-            decoded = await asyncio.to_thread(decode_for_model, path, self.cfg)
+            loop = asyncio.get_running_loop()
+            decoded = await loop.run_in_executor(self._decode_pool, decode_for_model, path, self.cfg)
         except VideoDecodeError as e:
             return EncodeOutcome(error=e.reason)
         return EncodeOutcome(video=await self._encode_batch(decoded))

@@ -318,7 +318,7 @@ class VideoIndex:
                 )
             payload[KEY_TIMESTAMPS] = [float(t) for t in timestamps]
         try:
-            json.dumps(payload)
+            json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise ValueError(
                 f"payload of {pid} must be JSON-serialisable (plain str/int/float/list/dict): {e}"

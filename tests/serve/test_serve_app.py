@@ -372,6 +372,35 @@ def test_hostile_requests_are_4xx_and_change_nothing(app, uploaded, videos, work
     assert not list((workdir / "staging").glob("*"))
 
 
+def test_real_world_files_ingest_with_their_duration_moments_thumbnails_and_ranges(app, uploaded, tmp_path):
+    """H.264+AAC 720p/1080p, odd sizes, MPEG-4 in Matroska, WebM, one frame and minutes-long files
+    all ingest over HTTP; the kept frames lie inside the video (spanning a long one), the moment
+    found is one of them, thumbnails and range requests work; an audio-only file is 415."""
+    import formats
+
+    media = formats.make_all(tmp_path / "real_world")
+    for name, written in media.items():
+        r = upload(app.url, written.path)
+        assert r.status_code == 201, (name, r.text)
+        vid, duration, stamps = r.json()["id"], r.json()["duration"], r.json()["frame_timestamps"]
+        assert duration == pytest.approx(written.duration, abs=1.01 / written.fps), name
+        assert all(0 <= t < duration + 1e-6 for t in stamps), (name, stamps, duration)
+        if duration > 60:  # the kept frames span a long video, not its first seconds
+            assert min(stamps) < 0.25 * duration and max(stamps) > 0.6 * duration, (name, stamps)
+        hit = httpx.get(
+            f"{app.url}/search", params={"q": "x", "filter": f"content_hash:{r.json()['content_hash']}"}
+        )
+        assert [h["id"] for h in hit.json()["results"]] == [vid], name
+        assert hit.json()["results"][0]["moment"] in stamps
+        png = httpx.get(f"{app.url}/videos/{vid}/thumbnail", params={"t": stamps[-1]}, timeout=30)
+        assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n", name
+        part = httpx.get(f"{app.url}/videos/{vid}/media", headers={"range": "bytes=10-109"}, timeout=30)
+        assert part.status_code == 206 and part.content == written.path.read_bytes()[10:110], name
+    audio = formats.write_audio_only(tmp_path / "speech.m4a")
+    r = upload(app.url, audio.path)
+    assert r.status_code == 415 and "no video stream" in r.json()["error"]["message"], r.text
+
+
 def test_search_client(app, uploaded, capsys):
     from serve.client import main
 
