@@ -185,6 +185,19 @@ class IndexConfig(Strict):
         "latency on a trained model (benchmarks/agreement_bench.py, README)",
     )
     timeout_s: float = Field(default=10.0, gt=0)
+    window_seconds: float | None = Field(
+        default=60.0,
+        gt=0,
+        description="a longer video is indexed as windows of this length, each its own point "
+        "(the papers' clips stay one); null: one point per video whatever its length",
+    )
+    window_overlap_seconds: float = Field(default=0.0, ge=0, description="overlap of consecutive windows")
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> IndexConfig:
+        if self.window_seconds is not None and self.window_overlap_seconds >= self.window_seconds:
+            raise ValueError("index.window_overlap_seconds must be below index.window_seconds")
+        return self
 
 
 class Config(Strict):

@@ -23,11 +23,17 @@ from adaclip.evaluation import embed_texts
 from adaclip.index import (
     KEY_DURATION,
     KEY_MODEL_VERSION,
+    KEY_NUM_WINDOWS,
     KEY_SOURCE,
     KEY_TIMESTAMPS,
     KEY_TITLE,
+    KEY_VIDEO_ID,
+    KEY_WINDOW,
+    KEY_WINDOW_END,
+    KEY_WINDOW_START,
     IndexedVideo,
     video_id,
+    window_id,
 )
 from adaclip.models import AdaCLIP
 from adaclip.models.aggregation import MeanAggregator
@@ -50,6 +56,10 @@ class EncodedVideo:
     duration: float  # seconds
     fps: float
     num_video_frames: int
+    window: int = 0  # which window of the video (adaclip.video.windows), of num_windows
+    num_windows: int = 1
+    window_start: float = 0.0  # seconds
+    window_end: float = 0.0  # seconds
 
     @staticmethod
     def columns(videos: Sequence[EncodedVideo | None], dim: int, k: int) -> dict[str, np.ndarray]:
@@ -63,6 +73,10 @@ class EncodedVideo:
             "duration": np.zeros(n, np.float64),
             "fps": np.zeros(n, np.float64),
             "num_video_frames": np.zeros(n, np.int64),
+            "window": np.zeros(n, np.int64),
+            "num_windows": np.ones(n, np.int64),
+            "window_start": np.zeros(n, np.float64),
+            "window_end": np.zeros(n, np.float64),
         }
         for i, video in enumerate(videos):
             if video is not None:
@@ -81,6 +95,10 @@ class EncodedVideo:
             duration=float(batch["duration"][i]),
             fps=float(batch["fps"][i]),
             num_video_frames=int(batch["num_video_frames"][i]),
+            window=int(batch["window"][i]),
+            num_windows=int(batch["num_windows"][i]),
+            window_start=float(batch["window_start"][i]),
+            window_end=float(batch["window_end"][i]),
         )
 
 
@@ -130,6 +148,12 @@ def decode_for_model(path: str | Path, cfg: Config) -> DecodedVideo:
     return DecodeSettings.from_config(cfg, train=False).decode(path)
 
 
+def decode_windows_for_model(path: str | Path, cfg: Config) -> list[DecodedVideo]:
+    """What the index stores of a file: N frames per window of `index.window_seconds` (one window
+    for a short video, equal to `decode_for_model`). Raises VideoDecodeError."""
+    return DecodeSettings.for_index(cfg).decode_all(path)
+
+
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
@@ -170,6 +194,10 @@ def encode_decoded(model: AdaCLIP, decoded: Sequence[DecodedVideo]) -> list[Enco
                 duration=float(d.duration),
                 fps=float(d.fps),
                 num_video_frames=int(d.num_video_frames),
+                window=d.window,
+                num_windows=d.num_windows,
+                window_start=d.span[0],
+                window_end=d.span[1],
             )
         )
     return out
@@ -190,8 +218,10 @@ def to_indexed(
     title: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> IndexedVideo:
-    """The index point of an encoded video: id from (content hash, model version) and its payload
-    (source, title, duration, frame timestamps, model version, content hash, user metadata)."""
+    """The index point of an encoded video (window): id from (content hash, model version, window)
+    and its payload (source, title, duration, frame timestamps, model version, content hash, user
+    metadata, and which window of which video it is)."""
+    vid = video_id(content_sha256, model_version)
     payload: dict[str, Any] = {
         KEY_SOURCE: source,
         KEY_TITLE: title if title is not None else Path(source).stem,
@@ -199,11 +229,16 @@ def to_indexed(
         KEY_TIMESTAMPS: [round(float(t), 6) for t in encoded.frame_timestamps],
         KEY_MODEL_VERSION: model_version,
         KEY_CONTENT_HASH: content_sha256,
+        KEY_VIDEO_ID: vid,
+        KEY_WINDOW: encoded.window,
+        KEY_NUM_WINDOWS: encoded.num_windows,
+        KEY_WINDOW_START: round(encoded.window_start, 6),
+        KEY_WINDOW_END: round(encoded.window_end or encoded.duration, 6),
     }
     if metadata:
         payload[KEY_METADATA] = dict(metadata)
     return IndexedVideo(
-        id=video_id(content_sha256, model_version),
+        id=window_id(vid, encoded.window),
         video=np.asarray(encoded.video, dtype=np.float32),
         frames=np.asarray(encoded.frames, dtype=np.float32),
         payload=payload,

@@ -16,23 +16,34 @@ from adaclip.errors import ConfigError
 from adaclip.index.base import (
     KEY_DURATION,
     KEY_MODEL_VERSION,
+    KEY_NUM_WINDOWS,
     KEY_SOURCE,
     KEY_TIMESTAMPS,
     KEY_TITLE,
+    KEY_VIDEO_ID,
+    KEY_WINDOW,
+    KEY_WINDOW_END,
+    KEY_WINDOW_START,
     IndexBackend,
     IndexedVideo,
     SearchHit,
     VideoIndex,
     collection_name,
     video_id,
+    window_id,
 )
 
 __all__ = [
     "KEY_DURATION",
     "KEY_MODEL_VERSION",
+    "KEY_NUM_WINDOWS",
     "KEY_SOURCE",
     "KEY_TIMESTAMPS",
     "KEY_TITLE",
+    "KEY_VIDEO_ID",
+    "KEY_WINDOW",
+    "KEY_WINDOW_END",
+    "KEY_WINDOW_START",
     "IndexBackend",
     "IndexedVideo",
     "SearchHit",
@@ -40,6 +51,7 @@ __all__ = [
     "collection_name",
     "open_index",
     "video_id",
+    "window_id",
 ]
 
 

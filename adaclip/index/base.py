@@ -19,7 +19,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from adaclip.index.rescoring import QscoreVariant, best_first, best_frame, query_scoring_scores, top_k
+from adaclip.index.rescoring import (
+    QscoreVariant,
+    best_first,
+    best_frame,
+    one_per_key,
+    query_scoring_scores,
+    top_k,
+)
 
 # Schema (DESIGN.md): one collection per model version, two named vectors, these payload fields.
 VIDEO_VECTOR = "video"  # dense, cosine, HNSW
@@ -29,7 +36,16 @@ KEY_TITLE = "title"
 KEY_DURATION = "duration"
 KEY_TIMESTAMPS = "frame_timestamps"  # seconds, one per stored frame vector
 KEY_MODEL_VERSION = "model_version"
-KEYWORD_FIELDS = (KEY_SOURCE, KEY_TITLE, KEY_MODEL_VERSION)  # payload indexes (exact-match filters)
+# A long video is stored as windows, one point each (adaclip.video.windows); these say which.
+KEY_VIDEO_ID = "video_id"  # the video's id (window 0's point id), on every window
+KEY_WINDOW, KEY_NUM_WINDOWS = "window", "num_windows"
+KEY_WINDOW_START, KEY_WINDOW_END = "window_start", "window_end"  # seconds
+KEYWORD_FIELDS = (
+    KEY_SOURCE,
+    KEY_TITLE,
+    KEY_MODEL_VERSION,
+    KEY_VIDEO_ID,
+)  # payload indexes (exact-match filters)
 
 # Fixed namespace so the same (content hash, model version) always gives the same point id.
 VIDEO_ID_NAMESPACE = uuid.UUID("5f0b6f5e-8c1a-5d7e-9a57-adac11b0a001")
@@ -38,6 +54,7 @@ Mode = Literal["fast", "rerank", "exact"]
 MODES = ("fast", "rerank", "exact")
 FilterValue = str | int | bool
 SCAN_PAGE = 256  # points per page when `exact` scrolls the whole collection
+GROUP_FETCH = 4  # grouped `fast` search reads this many windows per wanted video, more if short
 
 
 def video_id(content_hash: str, model_version: str) -> str:
@@ -47,6 +64,12 @@ def video_id(content_hash: str, model_version: str) -> str:
             f"video_id needs a non-empty content hash and model version, got {content_hash!r}, {model_version!r}"
         )
     return str(uuid.uuid5(VIDEO_ID_NAMESPACE, f"{content_hash}:{model_version}"))
+
+
+def window_id(video: str, window: int) -> str:
+    """Point id of window `window` of the video with id `video`: the video id itself for window 0
+    (so a one-window video keeps the id it always had), a UUID5 of it for the others."""
+    return video if window == 0 else str(uuid.uuid5(uuid.UUID(video), f"window {window}"))
 
 
 def collection_name(prefix: str, model_version: str) -> str:
@@ -79,13 +102,23 @@ class IndexedVideo:
 
 @dataclass
 class SearchHit:
-    """One search result; `moment` is the timestamp (s) of the frame that best matches the query."""
+    """One search result (a window); `moment` is the timestamp (s) of the frame that best matches
+    the query; `video` is the id of the video the window belongs to."""
 
     id: str
     score: float
     payload: dict[str, Any]
     moment: float | None = None
     frame_index: int | None = None
+    video: str = ""
+
+    def __post_init__(self) -> None:
+        self.video = self.video or video_of(self.id, self.payload)
+
+
+def video_of(point_id: str, payload: dict[str, Any] | None) -> str:
+    """The video a stored point belongs to (points written before windows existed are videos)."""
+    return (payload or {}).get(KEY_VIDEO_ID) or point_id
 
 
 @dataclass
@@ -179,15 +212,21 @@ class VideoIndex:
         for item in items:
             video = self._check_item(item)
             checked[video.id] = video  # a repeated id in one batch: the last one wins
-        if checked:
-            self.backend.upsert(list(checked.values()))
+        # window 0 (the video id) last: once it is stored, the video's other windows are too
+        ordered = sorted(checked.values(), key=lambda v: -int(v.payload.get(KEY_WINDOW, 0)))
+        if ordered:
+            self.backend.upsert(ordered)
 
     def delete(self, point_id: str) -> bool:
-        """Delete one video; False when it was not there."""
+        """Delete one video, every window of it; False when it was not there."""
         pid = canonical_id(point_id)
-        if pid is None or not self.backend.retrieve([pid], with_payload=False, with_vectors=False):
+        if pid is None:
             return False
-        self.backend.delete([pid])
+        ids = [p.id for p in self.backend.retrieve([pid], with_payload=False, with_vectors=False)]
+        ids += [w.id for w in self.windows(pid) if w.id != pid]
+        if not ids:
+            return False
+        self.backend.delete(ids[::-1])  # window 0 (the video id) last, as it was written
         return True
 
     def optimize(self) -> None:
@@ -204,6 +243,22 @@ class VideoIndex:
             return None
         p = found[0]
         return IndexedVideo(id=p.id, video=p.video, frames=p.frames, payload=p.payload or {})
+
+    def windows(self, video: str) -> list[IndexedVideo]:
+        """Every stored window of a video, in order (one item for a one-window video, none when
+        it is not stored)."""
+        vid = canonical_id(video)
+        if vid is None:
+            return []
+        found = {p.id: p for page in self.backend.scan({KEY_VIDEO_ID: vid}, SCAN_PAGE) for p in page}
+        if vid not in found:
+            found.update(
+                {p.id: p for p in self.backend.retrieve([vid], with_payload=True, with_vectors=True)}
+            )
+        points = sorted(found.values(), key=lambda p: int((p.payload or {}).get(KEY_WINDOW, 0)))
+        return [
+            IndexedVideo(id=p.id, video=p.video, frames=p.frames, payload=p.payload or {}) for p in points
+        ]
 
     def exists(self, ids: Sequence[str]) -> set[str]:
         """The subset of `ids` already stored (canonical UUID strings), for resumable ingestion."""
@@ -236,20 +291,22 @@ class VideoIndex:
         candidates: int | None = None,
         temperature: float = 0.1,
         variant: QscoreVariant = "embedding",
+        group: bool = True,
     ) -> list[SearchHit]:
-        """Top `k` videos for a text embedding `query` (D,), best first (see the class docstring).
-        `temperature` and `variant` are the model's query scoring (`qscore_temperature`, `qscore_variant`)."""
+        """Top `k` for a text embedding `query` (D,), best first (see the class docstring): `k`
+        videos, each its best window (`group`), or `k` windows. `temperature` and `variant` are
+        the model's query scoring (`qscore_temperature`, `qscore_variant`)."""
         q = self._check_query(query)
         self._check_search_args(k, mode, filters, candidates, temperature)
         k = int(k)
         if mode == "fast":
-            return [self._fast_hit(p, q) for p in self.backend.nearest(q, k, filters)]
+            return self._fast(q, k, filters, group)
         if mode == "rerank":
             limit = max(k, int(candidates) if candidates is not None else self.rerank_candidates)
-            return self._rescore(q, self.backend.nearest(q, limit, filters), k, temperature, variant)
+            return self._rescore(q, self.backend.nearest(q, limit, filters), k, temperature, variant, group)
         best: list[SearchHit] = []
         for page in self.backend.scan(filters, SCAN_PAGE):
-            best = top_k(best + self._rescore(q, page, k, temperature, variant), k)
+            best = top_k(best + self._rescore(q, page, k, temperature, variant, group), k, group)
         return best
 
     def close(self) -> None:
@@ -269,13 +326,34 @@ class VideoIndex:
         idx, moment = best_frame(q, p.frames, payload.get(KEY_TIMESTAMPS))
         return SearchHit(id=p.id, score=float(p.score), payload=payload, moment=moment, frame_index=idx)
 
-    def _rescore(
-        self, q: np.ndarray, points: list[StoredPoint], k: int, temperature: float, variant: QscoreVariant
+    def _fast(
+        self, q: np.ndarray, k: int, filters: dict[str, FilterValue] | None, group: bool
     ) -> list[SearchHit]:
-        """Exact query-scoring scores of `points`, `best_first`; the moment is found for the best
-        `k` only."""
+        """ANN top `k`; grouped, it reads more windows until `k` videos are found or none are left."""
+        limit = k * GROUP_FETCH if group else k
+        while True:
+            points = self.backend.nearest(q, limit, filters)
+            hits = top_k([self._fast_hit(p, q) for p in points], k, group)
+            if not group or len(hits) >= k or len(points) < limit:
+                return hits
+            limit *= GROUP_FETCH
+
+    def _rescore(
+        self,
+        q: np.ndarray,
+        points: list[StoredPoint],
+        k: int,
+        temperature: float,
+        variant: QscoreVariant,
+        group: bool = False,
+    ) -> list[SearchHit]:
+        """Exact query-scoring scores of `points`, `best_first` (one per video when `group`); the
+        moment is found for the best `k` only."""
         scores = query_scoring_scores(q, [p.frames for p in points], temperature, variant)
-        ranked = sorted(zip(scores, points, strict=True), key=lambda sp: best_first(sp[0], sp[1].id))[:k]
+        ranked = sorted(zip(scores, points, strict=True), key=lambda sp: best_first(sp[0], sp[1].id))
+        if group:
+            ranked = one_per_key(ranked, lambda sp: video_of(sp[1].id, sp[1].payload))
+        ranked = ranked[:k]
         hits = []
         for score, p in ranked:
             payload = p.payload or {}

@@ -7,8 +7,8 @@ frame count: padding would leak into the softmax over frames and change the scor
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from adaclip.index.base import SearchHit
 
 QscoreVariant = Literal["embedding", "scores"]
+T = TypeVar("T")
 
 
 def best_first(score: float, point_id: str) -> tuple[float, str]:
@@ -60,6 +61,18 @@ def best_frame(query: np.ndarray, frames: np.ndarray, timestamps: Any) -> tuple[
     return idx, None
 
 
-def top_k(hits: list[SearchHit], k: int) -> list[SearchHit]:
-    """The `k` best hits, `best_first`."""
-    return sorted(hits, key=lambda h: best_first(h.score, h.id))[:k]
+def top_k(hits: list[SearchHit], k: int, group: bool = False) -> list[SearchHit]:
+    """The `k` best hits, `best_first`; with `group`, only the best hit of each video."""
+    ranked = sorted(hits, key=lambda h: best_first(h.score, h.id))
+    return (one_per_key(ranked, lambda h: h.video) if group else ranked)[:k]
+
+
+def one_per_key(items: Iterable[T], key: Callable[[T], str]) -> list[T]:
+    """The first item of each key, in order (the best window of each video in a ranking)."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        if (k := key(item)) not in seen:
+            seen.add(k)
+            out.append(item)
+    return out

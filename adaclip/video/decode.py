@@ -34,10 +34,29 @@ class DecodedVideo:
     duration: float  # seconds, num_video_frames / fps
     fps: float
     num_video_frames: int
+    window: int = 0  # which window of a long video these frames sample (adaclip.video.windows)
+    num_windows: int = 1
+    window_start: float = 0.0  # seconds
+    window_end: float | None = None  # seconds; None: the end of the video
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """(start, end) seconds of the window, the whole video for a one-window video."""
+        return self.window_start, self.duration if self.window_end is None else self.window_end
 
     @classmethod
     def from_columns(cls, batch: dict[str, np.ndarray], i: int) -> DecodedVideo:
         """Row `i` of batch columns made by `DecodeSettings.columns`."""
+        windows = (
+            {
+                "window": int(batch["window"][i]),
+                "num_windows": int(batch["num_windows"][i]),
+                "window_start": float(batch["window_start"][i]),
+                "window_end": float(batch["window_end"][i]),
+            }
+            if "window" in batch
+            else {}
+        )
         return cls(
             clip_frames=np.asarray(batch["clip_frames"][i]),
             selector_frames=np.asarray(batch["selector_frames"][i]),
@@ -46,6 +65,7 @@ class DecodedVideo:
             duration=float(batch["duration"][i]),
             fps=float(batch["fps"][i]),
             num_video_frames=int(batch["num_video_frames"][i]),
+            **windows,
         )
 
 

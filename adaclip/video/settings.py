@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adaclip.config import Config
 from adaclip.video.decode import DecodedVideo, decode_video
+from adaclip.video.windows import decode_windows
 
 MAX_STORED_FRAMES = 512
 
@@ -32,6 +33,8 @@ class DecodeSettings(BaseModel):
     clip_size: int = Field(ge=8)
     selector_size: int = Field(ge=8)
     grayscale: bool
+    window_seconds: float | None = Field(default=None, gt=0, description="None: one sample per video")
+    window_overlap_seconds: float = Field(default=0.0, ge=0)
 
     @classmethod
     def from_config(cls, cfg: Config, train: bool) -> DecodeSettings:
@@ -48,6 +51,16 @@ class DecodeSettings(BaseModel):
             grayscale=cfg.model.selector.grayscale,
         )
 
+    @classmethod
+    def for_index(cls, cfg: Config) -> DecodeSettings:
+        """What the index reads: evaluation's frames, per window of `index.window_seconds`."""
+        return cls.from_config(cfg, train=False).model_copy(
+            update={
+                "window_seconds": cfg.index.window_seconds,
+                "window_overlap_seconds": cfg.index.window_overlap_seconds,
+            }
+        )
+
     def stored(self, pool_factor: int) -> DecodeSettings:
         """What a decoded-frame store keeps for these settings.
 
@@ -62,7 +75,8 @@ class DecodeSettings(BaseModel):
 
     def key(self) -> str:
         """A short stable name for these settings (the store folder's name)."""
-        return hashlib.sha1(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+        fields = self.model_dump(exclude_defaults=True)  # settings without windows keep their old name
+        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def columns(self, videos: Sequence[DecodedVideo]) -> dict[str, np.ndarray]:
         """Stack decoded videos into batch columns (`DecodedVideo.from_columns` reverses it); no
@@ -84,10 +98,32 @@ class DecodeSettings(BaseModel):
         out["duration"] = np.array([v.duration for v in videos], dtype=np.float64)
         out["fps"] = np.array([v.fps for v in videos], dtype=np.float64)
         out["num_video_frames"] = np.array([v.num_video_frames for v in videos], dtype=np.int64)
+        if self.window_seconds is not None:
+            out["window"] = np.array([v.window for v in videos], dtype=np.int64)
+            out["num_windows"] = np.array([v.num_windows for v in videos], dtype=np.int64)
+            out["window_start"] = np.array([v.span[0] for v in videos], dtype=np.float64)
+            out["window_end"] = np.array([v.span[1] for v in videos], dtype=np.float64)
         return out
 
+    def decode_all(self, path: str | Path) -> list[DecodedVideo]:
+        """Every window of one file (one item without windows); raises VideoDecodeError."""
+        if self.window_seconds is None:
+            return [self.decode(path)]
+        return list(
+            decode_windows(
+                path,
+                self.num_frames,
+                self.window_seconds,
+                self.window_overlap_seconds,
+                self.sampling,
+                self.clip_size,
+                self.selector_size,
+                self.grayscale,
+            )
+        )
+
     def decode(self, path: str | Path, rng: np.random.Generator | None = None) -> DecodedVideo:
-        """Decode one file; raises VideoDecodeError for any unusable input."""
+        """Decode one file as one sample; raises VideoDecodeError for any unusable input."""
         return decode_video(
             path,
             num_frames=self.num_frames,

@@ -324,3 +324,68 @@ def test_unreachable_server_raises_index_unavailable_quickly(monkeypatch):
     monkeypatch.delenv("QDRANT_URL")
     with pytest.raises(ConfigError, match="QDRANT_URL"):
         open_index(IndexConfig(backend="server"), dim=D, model_version=VERSION)
+
+
+# -- windows ----------------------------------------------------------------------------------
+
+
+def make_windowed(num_videos: int = 12, seed: int = 3) -> list[IndexedVideo]:
+    """Videos of 1 to 4 windows, each window its own point (ids as adaclip.encoding makes them)."""
+    from adaclip.index import window_id
+
+    rng = np.random.default_rng(seed)
+    points = []
+    for v in range(num_videos):
+        vid, count = video_id(f"long{v}", VERSION), int(rng.integers(1, 5))
+        for w in range(count):
+            k = int(rng.integers(2, 6))
+            frames = _unit(rng.normal(size=(k, D))).astype(np.float32)
+            payload = {
+                "source": f"video{v}.mp4",
+                "frame_timestamps": sorted((w * 60 + rng.uniform(0, 60, size=k)).round(3).tolist()),
+                "video_id": vid,
+                "window": w,
+                "num_windows": count,
+                "window_start": 60.0 * w,
+                "window_end": 60.0 * (w + 1),
+            }
+            video = _unit(frames.mean(0)).astype(np.float32)
+            points.append(IndexedVideo(window_id(vid, w), video, frames, payload))
+    return points
+
+
+@pytest.mark.parametrize("mode", ["fast", "rerank", "exact"])
+def test_windows_group_to_one_result_per_video(empty, mode):
+    """Grouped: each video once, scored by its best window, with that window's moment; ungrouped:
+    windows, as a float64 brute force over every window ranks them."""
+    points = make_windowed()
+    empty.upsert(points)
+    for q in make_queries(points, n=4, seed=5):
+        if mode == "fast":
+            window_scores = ref_cosine(q, points)
+        else:
+            window_scores = {p.id: ref_qscore(q, p.frames)[0] for p in points}
+        video_of = {p.id: p.payload["video_id"] for p in points}
+        best: dict[str, str] = {}
+        for pid in ref_rank(window_scores, len(points)):
+            best.setdefault(video_of[pid], pid)
+        expected = list(best.values())[:5]
+        hits = empty.search(q, k=5, mode=mode, candidates=len(points))
+        assert_hits(hits, expected, window_scores)
+        assert [h.video for h in hits] == [video_of[i] for i in expected]
+        windows = empty.search(q, k=5, mode=mode, candidates=len(points), group=False)
+        assert_hits(windows, ref_rank(window_scores, 5), window_scores)
+
+
+def test_a_windowed_video_is_read_and_deleted_whole(empty):
+    points = make_windowed()
+    empty.upsert(points[::-1])
+    vid = next(p.payload["video_id"] for p in points if p.payload["num_windows"] == 4)
+    mine = [p for p in points if p.payload["video_id"] == vid]
+    got = empty.windows(vid.upper())
+    assert [w.id for w in got] == [p.id for p in mine] and got[0].id == vid
+    assert [w.payload["window"] for w in got] == [0, 1, 2, 3]
+    before = empty.count()
+    assert empty.delete(vid) is True
+    assert empty.count() == before - 4 and empty.windows(vid) == []
+    assert empty.delete(vid) is False
