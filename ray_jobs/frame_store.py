@@ -68,33 +68,38 @@ def record_rows(records: Sequence[VideoRecord]) -> list[dict[str, Any]]:
 
 
 def decode_rows(batch: dict[str, np.ndarray], settings: dict[str, Any], seed: int | None = None):
-    """Ray Data map function: decode each row's file; one output row per input row.
+    """Ray Data map function: decode each row's file; one output row per input row, or per window
+    when the settings cut videos into windows (bulk ingestion of long videos).
 
     Output columns: the input's (``video_index``, ``path``, ``captions``, ...), the `DecodeSettings.columns`
-    of the video and ``error`` ('' when decoded). A failed file keeps its row with zero frames,
+    of the video and ``error`` ('' when decoded). A failed file keeps one row with zero frames,
     so failures travel with the data instead of through a side channel.
     """
     decode = DecodeSettings.model_validate(settings)
     rng = np.random.default_rng(seed)
-    videos, errors = [], []
+    per_file, errors = [], []
     for path in batch["path"]:
         try:
-            video = decode.decode(str(path), rng=rng)
+            windows = (
+                decode.decode_all(str(path)) if decode.window_seconds else [decode.decode(str(path), rng=rng)]
+            )
             errors.append("")
         except VideoDecodeError as e:
-            video = None
+            windows = []
             errors.append(e.reason or "cannot decode")
-        videos.append(video)
-    good = [v for v in videos if v is not None]
+        per_file.append(windows)
+    counts = [max(1, len(w)) for w in per_file]
+    good = [w for windows in per_file for w in windows]
     columns = decode.columns(good)
-    out = dict(batch)  # the input columns pass through (video_index, path, captions, ...)
-    out["error"] = np.array(errors, dtype=object)
-    if len(good) == len(videos):
+    # the input columns pass through (video_index, path, captions, ...), once per output row
+    out = {key: np.repeat(np.asarray(values), counts, axis=0) for key, values in batch.items()}
+    out["error"] = np.repeat(np.array(errors, dtype=object), counts)
+    if len(good) == len(out["error"]):
         return {**out, **columns}
     # scatter the decoded rows back among zero rows for the failed files
-    ok = np.array([e == "" for e in errors])
+    ok = np.array([e == "" for e in out["error"]])
     for key, values in columns.items():
-        full = np.zeros((len(videos), *values.shape[1:]), dtype=values.dtype)
+        full = np.zeros((len(ok), *values.shape[1:]), dtype=values.dtype)
         full[ok] = values
         out[key] = full
     return out

@@ -34,7 +34,14 @@ from adaclip.config import Config
 from adaclip.data.annotations import read_annotations
 from adaclip.encoding import EncodedVideo, content_hash, load_encoder_model, resolve_config, to_indexed
 from adaclip.errors import ConfigError, DataError, IndexUnavailableError
-from adaclip.index import VideoIndex, open_index, video_id
+from adaclip.index import (
+    KEY_NUM_WINDOWS,
+    KEY_VIDEO_ID,
+    IndexedVideo,
+    VideoIndex,
+    open_index,
+    video_id,
+)
 from adaclip.video.settings import DecodeSettings
 from ray_jobs.common import config_from, emit, init_ray
 from ray_jobs.frame_store import WORKER_DIED, decode_dataset, tolerating_lost_blocks
@@ -194,7 +201,7 @@ def encoded_dataset(rows: list[dict[str, Any]], cfg: Config, checkpoint: str | N
     """Decode in Ray Data tasks on CPU workers, then encode in an actor pool (GPU when the
     cluster has one); failed files travel on as rows with ``error`` set."""
     gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    settings = DecodeSettings.from_config(cfg, train=False)
+    settings = DecodeSettings.for_index(cfg)
     return decode_dataset(rows, settings, concurrency=args.decoders).map_batches(
         EncodeVideos,
         fn_constructor_kwargs={
@@ -221,21 +228,30 @@ def run_pipeline(todo, cfg, checkpoint, args, index: VideoIndex, version: str) -
         total=len(todo), unit="video", desc="ingest", disable=args.json or not sys.stderr.isatty()
     )
     ingested, failures, seen = 0, {}, set()
+    pending: dict[str, list[IndexedVideo]] = {}  # a video's windows until all of them are encoded
     try:
         with tolerating_lost_blocks(len(todo)):
             batches = encoded_dataset(todo, cfg, checkpoint, args).iter_batches(
                 batch_size=args.upsert_batch, batch_format="numpy"
             )
             for batch in batches:
-                seen.update(str(p) for p in batch["path"])
-                failures.update(
-                    {str(p): str(e) for p, e in zip(batch["path"], batch["error"], strict=True) if e}
-                )
-                items = to_items(batch, version)
-                if items:
-                    index.upsert(items)
-                ingested += len(items)
-                progress.update(len(batch["path"]))
+                before = len(seen)
+                for path, error in zip(batch["path"], batch["error"], strict=True):
+                    if error:
+                        failures[str(path)] = str(error)
+                        seen.add(str(path))
+                complete = []
+                decoded = [str(p) for p, e in zip(batch["path"], batch["error"], strict=True) if not e]
+                for path, item in zip(decoded, to_items(batch, version), strict=True):
+                    vid = item.payload[KEY_VIDEO_ID]
+                    pending.setdefault(vid, []).append(item)
+                    if len(pending[vid]) == item.payload[KEY_NUM_WINDOWS]:
+                        complete += pending.pop(vid)
+                        seen.add(path)
+                        ingested += 1
+                if complete:
+                    index.upsert(complete)  # whole videos only, window 0 written last
+                progress.update(len(seen) - before)
     finally:
         progress.close()
     failures.update({row["path"]: WORKER_DIED for row in todo if row["path"] not in seen})

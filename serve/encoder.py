@@ -21,7 +21,7 @@ from ray import serve
 from adaclip.config import Config
 from adaclip.encoding import (
     EncodedVideo,
-    decode_for_model,
+    decode_windows_for_model,
     encode_decoded,
     load_encoder_model,
     resolve_config,
@@ -35,9 +35,9 @@ DECODE_THREADS = 2  # concurrent decodes per replica
 
 @dataclass
 class EncodeOutcome:
-    """Either the encoded video or why the file could not be decoded."""
+    """Either the encoded video (one item per window, in order) or why it could not be decoded."""
 
-    video: EncodedVideo | None = None
+    windows: list[EncodedVideo] | None = None
     error: str | None = None
 
 
@@ -65,13 +65,14 @@ class VideoEncoder:
         self._encode_batch.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
 
     async def encode(self, path: str) -> EncodeOutcome:
-        """Decode and encode the video at `path` (a staged upload or a file below an ingest root)."""
+        """Decode and encode the video at `path` (a staged upload or a file below an ingest root),
+        window by window; windows of this and other requests share model batches."""
         try:
             loop = asyncio.get_running_loop()
-            decoded = await loop.run_in_executor(self._decode_pool, decode_for_model, path, self.cfg)
+            decoded = await loop.run_in_executor(self._decode_pool, decode_windows_for_model, path, self.cfg)
         except VideoDecodeError as e:
             return EncodeOutcome(error=e.reason)
-        return EncodeOutcome(video=await self._encode_batch(decoded))
+        return EncodeOutcome(windows=list(await asyncio.gather(*map(self._encode_batch, decoded))))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _encode_batch(self, decoded: list[DecodedVideo]) -> list[EncodedVideo]:

@@ -27,13 +27,32 @@ from ray import serve
 from adaclip.config import Config
 from adaclip.encoding import encode_queries, load_encoder_model, resolve_config
 from adaclip.errors import IndexBusyError, IndexUnavailableError
-from adaclip.index import IndexedVideo, VideoIndex, open_index
+from adaclip.index import (
+    KEY_DURATION,
+    KEY_WINDOW,
+    KEY_WINDOW_END,
+    KEY_WINDOW_START,
+    IndexedVideo,
+    VideoIndex,
+    open_index,
+)
 from serve.encoder import serving_device
 from serve.schemas import BatchConfig, ModelSpec
 
 T = TypeVar("T")
 REOPEN_EVERY_S = 1.0  # at most one attempt to (re)open an unreachable index per this many seconds
 EXACT_QUEUE = 4  # exact searches running or waiting per replica; more are answered 503 busy
+
+
+def window_info(point_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Which window of its video a point is, and its span in seconds (a point stored before windows
+    existed is window 0 spanning the video)."""
+    return {
+        "index": int(payload.get(KEY_WINDOW, 0)),
+        "start": float(payload.get(KEY_WINDOW_START, 0.0)),
+        "end": float(payload.get(KEY_WINDOW_END, payload.get(KEY_DURATION) or 0.0)),
+        "point_id": point_id,
+    }
 
 
 @serve.deployment(
@@ -117,23 +136,30 @@ class IndexService:
     async def stats(self) -> dict[str, Any]:
         return await self._run(lambda index: index.stats())
 
-    async def add(self, item: IndexedVideo) -> tuple[bool, dict[str, Any]]:
-        """Insert `item` unless its id is stored: (created, stored payload). Atomic per replica."""
+    async def add(self, windows: list[IndexedVideo]) -> tuple[bool, dict[str, Any]]:
+        """Insert a video's windows (window 0 first, its id the video's) unless the video is stored:
+        (created, stored payload of window 0). Atomic per replica."""
 
         def add(index: VideoIndex) -> tuple[bool, dict[str, Any]]:
-            stored = index.get(item.id)
+            stored = index.get(windows[0].id)
             if stored is not None:
                 return False, stored.payload
-            index.upsert([item])
-            return True, item.payload
+            index.upsert(windows)  # writes window 0 last: stored means complete
+            return True, windows[0].payload
 
         return await self._run(add)
 
-    async def get(self, point_id: str) -> dict[str, Any] | None:
-        video = await self._run(lambda index: index.get(point_id))
-        if video is None:
+    async def get(self, video: str) -> dict[str, Any] | None:
+        """A stored video: window 0's payload, its frame count and every window's span."""
+        found = await self._run(lambda index: index.windows(video))
+        if not found:
             return None
-        return {"id": video.id, "payload": video.payload, "num_frames": int(len(video.frames))}
+        return {
+            "id": found[0].id,
+            "payload": found[0].payload,
+            "num_frames": int(len(found[0].frames)),
+            "windows": [window_info(w.id, w.payload) for w in found],
+        }
 
     async def delete(self, point_id: str) -> bool:
         return await self._run(lambda index: index.delete(point_id))
@@ -145,18 +171,23 @@ class IndexService:
         mode: str,
         filters: dict[str, Any] | None = None,
         candidates: int | None = None,
+        group: bool = True,
     ) -> list[dict[str, Any]]:
-        """Embed `query` (batched with concurrent queries) and search: hits as plain dicts."""
+        """Embed `query` (batched with concurrent queries) and search: hits as plain dicts, one per
+        video (its best window) or, without `group`, one per window."""
         vector = await self._embed(query)
 
         def search(index: VideoIndex) -> list[dict[str, Any]]:
-            hits = index.search(vector, k, mode, filters or None, candidates, self.temperature, self.variant)
+            hits = index.search(
+                vector, k, mode, filters or None, candidates, self.temperature, self.variant, group
+            )
             return [
                 {
-                    "id": h.id,
+                    "id": h.video,
                     "score": h.score,
                     "moment": h.moment,
                     "frame_index": h.frame_index,
+                    "window": window_info(h.id, h.payload),
                     "payload": h.payload,
                 }
                 for h in hits

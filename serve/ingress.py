@@ -300,16 +300,18 @@ class SearchAPI:
         stored = await self._call(self.index.get.remote(vid))
         if stored is not None and self.media.find(vid) is not None:
             return self._created(vid, False, stored["payload"])  # the same bytes are indexed
-        item = None
+        windows = None
         if stored is None:  # new bytes: decode and encode
             outcome = await self._call(self.encoder.encode.remote(str(staged.path)))
             if outcome.error is not None:
                 raise ApiError(415, "not_a_video", f"{name}: not a decodable video ({outcome.error})")
-            item = to_indexed(outcome.video, staged.sha256, version, source, title, metadata)
+            windows = [
+                to_indexed(w, staged.sha256, version, source, title, metadata) for w in outcome.windows
+            ]
         pending = await asyncio.to_thread(self.media.prepare, vid, staged.path)  # a full disk: 507, no point
         try:
-            if item is not None:
-                created, payload = await self._call(self.index.add.remote(item))
+            if windows is not None:
+                created, payload = await self._call(self.index.add.remote(windows))
             else:
                 created, payload = False, stored["payload"]
         except BaseException:
@@ -395,13 +397,14 @@ class SearchAPI:
         title: str | None = Query(None, description="only videos with this payload title"),
         filter: list[str] = Query([], description="more exact payload filters, key:value (repeatable)"),
         candidates: int | None = Query(
-            None, ge=1, le=MAX_RERANK_CANDIDATES, description="rerank prefetch size"
+            None, ge=1, le=MAX_RERANK_CANDIDATES, description="rerank prefetch size (windows)"
         ),
+        group: bool = Query(True, description="one result per video (its best window); false: windows"),
     ) -> SearchResponse:
-        """Top-k videos for a text query, each with its score and best-matching moment (s)."""
+        """Top-k videos for a text query, each with its score, best-matching window and moment (s)."""
         start = time.perf_counter()
         filters = parse_filters(source, title, filter)
-        hits = await self._call(self.index.search.remote(q, k, mode, filters, candidates))
+        hits = await self._call(self.index.search.remote(q, k, mode, filters, candidates, group))
         results = [SearchResult(rank=i + 1, **hit) for i, hit in enumerate(hits)]
         took = (time.perf_counter() - start) * 1000
         return SearchResponse(query=q, mode=mode, k=k, took_ms=round(took, 3), results=results)

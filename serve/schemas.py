@@ -143,12 +143,22 @@ class VideoCreated(BaseModel):
     frame_timestamps: list[float] | None = None
 
 
+class WindowSpan(BaseModel):
+    """One window of a video (a video up to `index.window_seconds` long is one window)."""
+
+    index: int
+    start: float = Field(description="seconds into the video")
+    end: float
+    point_id: str
+
+
 class VideoRecord(BaseModel):
-    """GET /videos/{id}."""
+    """GET /videos/{id}: window 0's payload and every window."""
 
     id: str
     payload: dict[str, Any]
     num_frames: int
+    windows: list[WindowSpan]
 
 
 class VideoDeleted(BaseModel):
@@ -162,6 +172,7 @@ class SearchResult(BaseModel):
     score: float
     moment: float | None = Field(description="seconds into the video of the best-matching kept frame")
     frame_index: int | None = Field(description="which stored frame vector matched best")
+    window: WindowSpan = Field(description="the window the moment lies in")
     payload: dict[str, Any]
 
 
@@ -182,7 +193,8 @@ class HealthResponse(BaseModel):
 class StatsResponse(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    count: int
+    count: int = Field(description="videos")
+    points: int = Field(description="windows: one point each")
     backend: str
     collection: str
     dim: int

@@ -165,8 +165,8 @@ class IndexBackend(ABC):
         """Delete points; durable when it returns."""
 
     @abstractmethod
-    def count(self) -> int:
-        """Exact number of points."""
+    def count(self, videos_only: bool = False) -> int:
+        """Exact number of points; with `videos_only`, of window-0 points (one per video)."""
 
     @abstractmethod
     def nearest(
@@ -268,13 +268,18 @@ class VideoIndex:
         return {p.id for p in self.backend.retrieve(sorted(wanted), with_payload=False, with_vectors=False)}
 
     def count(self) -> int:
-        """Number of stored videos."""
+        """Number of stored videos (however many windows each has)."""
+        return self.backend.count(videos_only=True)
+
+    def count_points(self) -> int:
+        """Number of stored points: one per window."""
         return self.backend.count()
 
     def stats(self) -> dict[str, Any]:
         """count, backend, collection, dim, model version and backend facts."""
         return {
             "count": self.count(),
+            "points": self.count_points(),
             "backend": self.backend.name,
             "collection": self.backend.collection,
             "dim": self.dim,

@@ -17,6 +17,7 @@ import qdrant_edge as qe
 from adaclip.errors import ConfigError, IndexUnavailableError
 from adaclip.index.base import (
     FRAMES_VECTOR,
+    KEY_WINDOW,
     KEYWORD_FIELDS,
     VIDEO_VECTOR,
     FilterValue,
@@ -112,8 +113,9 @@ class EdgeBackend(IndexBackend):
         self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
         self.shard.flush()
 
-    def count(self) -> int:
-        return self.shard.count(qe.CountRequest(exact=True))
+    def count(self, videos_only: bool = False) -> int:
+        later = qe.Filter(must_not=[qe.FieldCondition(KEY_WINDOW, range=qe.RangeFloat(gt=0))])
+        return self.shard.count(qe.CountRequest(exact=True, filter=later if videos_only else None))
 
     def nearest(
         self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None

@@ -19,6 +19,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from adaclip.errors import ConfigError, IndexUnavailableError
 from adaclip.index.base import (
     FRAMES_VECTOR,
+    KEY_WINDOW,
     KEYWORD_FIELDS,
     VIDEO_VECTOR,
     FilterValue,
@@ -130,9 +131,12 @@ class ServerBackend(IndexBackend):
                 self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True
             )
 
-    def count(self) -> int:
+    def count(self, videos_only: bool = False) -> int:
+        later = models.Filter(must_not=[models.FieldCondition(key=KEY_WINDOW, range=models.Range(gt=0))])
         with self._reachable():
-            return self.client.count(self.collection, exact=True).count
+            return self.client.count(
+                self.collection, count_filter=later if videos_only else None, exact=True
+            ).count
 
     def nearest(
         self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None

@@ -385,7 +385,7 @@ def test_a_windowed_video_is_read_and_deleted_whole(empty):
     got = empty.windows(vid.upper())
     assert [w.id for w in got] == [p.id for p in mine] and got[0].id == vid
     assert [w.payload["window"] for w in got] == [0, 1, 2, 3]
-    before = empty.count()
+    assert (empty.count(), empty.count_points()) == (12, len(points))  # videos, windows
     assert empty.delete(vid) is True
-    assert empty.count() == before - 4 and empty.windows(vid) == []
+    assert (empty.count(), empty.count_points()) == (11, len(points) - 4) and empty.windows(vid) == []
     assert empty.delete(vid) is False

@@ -5,6 +5,7 @@ unreachable Qdrant server. The app starts once for the module (plus one restart)
 from __future__ import annotations
 
 import json
+import math
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -374,8 +375,8 @@ def test_hostile_requests_are_4xx_and_change_nothing(app, uploaded, videos, work
 
 def test_real_world_files_ingest_with_their_duration_moments_thumbnails_and_ranges(app, uploaded, tmp_path):
     """H.264+AAC 720p/1080p, odd sizes, MPEG-4 in Matroska, WebM, one frame and minutes-long files
-    all ingest over HTTP; the kept frames lie inside the video (spanning a long one), the moment
-    found is one of them, thumbnails and range requests work; an audio-only file is 415."""
+    all ingest over HTTP; a long one as 60 s windows covering it all, each with its kept frames
+    and moment inside it; thumbnails and range requests work; an audio-only file is 415."""
     import formats
 
     media = formats.make_all(tmp_path / "real_world")
@@ -385,17 +386,33 @@ def test_real_world_files_ingest_with_their_duration_moments_thumbnails_and_rang
         vid, duration, stamps = r.json()["id"], r.json()["duration"], r.json()["frame_timestamps"]
         assert duration == pytest.approx(written.duration, abs=1.01 / written.fps), name
         assert all(0 <= t < duration + 1e-6 for t in stamps), (name, stamps, duration)
-        if duration > 60:  # the kept frames span a long video, not its first seconds
-            assert min(stamps) < 0.25 * duration and max(stamps) > 0.6 * duration, (name, stamps)
+        windows = httpx.get(f"{app.url}/videos/{vid}", timeout=30).json()["windows"]
+        assert windows[0]["start"] == 0 and windows[-1]["end"] == pytest.approx(duration, abs=1e-3), name
+        assert all(a["end"] == b["start"] for a, b in zip(windows, windows[1:], strict=False)), windows
+        assert len(windows) == max(1, math.ceil(duration / 60 - 0.25)), (name, windows)  # a sliver merges
         hit = httpx.get(
             f"{app.url}/search", params={"q": "x", "filter": f"content_hash:{r.json()['content_hash']}"}
         )
-        assert [h["id"] for h in hit.json()["results"]] == [vid], name
-        assert hit.json()["results"][0]["moment"] in stamps
+        assert [h["id"] for h in hit.json()["results"]] == [vid], name  # grouped: the video once
+        params = {"q": "x", "source": written.path.name, "group": "false", "mode": "exact"}
+        every = httpx.get(f"{app.url}/search", params=params, timeout=30).json()["results"]
+        assert sorted(h["window"]["index"] for h in every) == list(range(len(windows))), name
+        for h in every:  # each window's kept frames and moment lie inside that window
+            span = windows[h["window"]["index"]]
+            assert h["id"] == vid and span["start"] <= h["moment"] <= span["end"], (name, h)
+            assert all(span["start"] <= t <= span["end"] for t in h["payload"]["frame_timestamps"])
         png = httpx.get(f"{app.url}/videos/{vid}/thumbnail", params={"t": stamps[-1]}, timeout=30)
         assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n", name
         part = httpx.get(f"{app.url}/videos/{vid}/media", headers={"range": "bytes=10-109"}, timeout=30)
         assert part.status_code == 206 and part.content == written.path.read_bytes()[10:110], name
+    long = media["long_mp4"].path  # a windowed video: re-ingested it is the same video, deleted all of it
+    again = upload(app.url, long, name="renamed.mp4")
+    assert again.status_code == 200 and again.json()["created"] is False
+    vid = again.json()["id"]
+    assert httpx.delete(f"{app.url}/videos/{vid}", timeout=30).status_code == 200
+    params = {"q": "x", "source": long.name, "group": "false", "mode": "exact"}
+    assert httpx.get(f"{app.url}/search", params=params, timeout=30).json()["results"] == []
+    assert httpx.get(f"{app.url}/videos/{vid}/media", timeout=30).status_code == 404
     audio = formats.write_audio_only(tmp_path / "speech.m4a")
     r = upload(app.url, audio.path)
     assert r.status_code == 415 and "no video stream" in r.json()["error"]["message"], r.text
