@@ -217,11 +217,13 @@ def to_indexed(
     source: str,
     title: str | None = None,
     metadata: dict[str, Any] | None = None,
+    video: str | None = None,
 ) -> IndexedVideo:
     """The index point of an encoded video (window): id from (content hash, model version, window)
     and its payload (source, title, duration, frame timestamps, model version, content hash, user
-    metadata, and which window of which video it is)."""
-    vid = video_id(content_sha256, model_version)
+    metadata, and which window of which video it is). `video` overrides the video id (a live stream's
+    id: its bytes are not known when its first window is indexed)."""
+    vid = video or video_id(content_sha256, model_version)
     payload: dict[str, Any] = {
         KEY_SOURCE: source,
         KEY_TITLE: title if title is not None else Path(source).stem,

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides=[f"index.path={work / 'index'}"],
         staging_dir=work / "staging",
         media_dir=work / "media",
+        streams_dir=work / "streams",
     )
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_application(app_args), name="adaclip", route_prefix="/")

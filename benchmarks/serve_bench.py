@@ -174,6 +174,7 @@ def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, arg
             "config": cfg_path,
             "overrides": [*overrides, f"index.path={index_dir}"],
             "seed": args.seed,
+            **{f"{name}_dir": str(index_dir.parent / name) for name in ("staging", "media", "streams")},
         }
         serve.run(build_app(app_args), name="bench", route_prefix="/")
         url = f"http://127.0.0.1:{port}"

@@ -11,16 +11,19 @@ the ingress turns it into a 415 and nothing is written).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from ray import serve
 
 from adaclip.config import Config
 from adaclip.encoding import (
     EncodedVideo,
+    decode_for_model,
     decode_windows_for_model,
     encode_decoded,
     load_encoder_model,
@@ -73,6 +76,26 @@ class VideoEncoder:
         except VideoDecodeError as e:
             return EncodeOutcome(error=e.reason)
         return EncodeOutcome(windows=list(await asyncio.gather(*map(self._encode_batch, decoded))))
+
+    async def encode_window(self, path: str, start: float, window: int) -> EncodeOutcome:
+        """Encode a file holding exactly one window of a live stream (its segments), which begins
+        `start` seconds into the stream: the same N-frame sample as that window of the whole file."""
+        try:
+            loop = asyncio.get_running_loop()
+            decoded = await loop.run_in_executor(self._decode_pool, decode_for_model, path, self.cfg)
+        except VideoDecodeError as e:
+            return EncodeOutcome(error=e.reason)
+        shifted = dataclasses.replace(
+            decoded,
+            indices=decoded.indices + round(start * decoded.fps),
+            timestamps=decoded.timestamps + np.float32(start),
+            duration=start + decoded.duration,
+            window=window,
+            num_windows=0,  # a live stream's count is not known yet
+            window_start=start,
+            window_end=start + decoded.duration,
+        )
+        return EncodeOutcome(windows=[await self._encode_batch(shifted)])
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _encode_batch(self, decoded: list[DecodedVideo]) -> list[EncodedVideo]:

@@ -1,6 +1,7 @@
 """Every error leaves the app as JSON `{"error": {"code", "message"}}` with the right status.
 
-400 bad request, 404 unknown id, 413 too large, 415 not a decodable video, 422 invalid fields,
+400 bad request, 404 unknown id, 409 a stream segment out of order, 413 too large, 415 not a
+decodable video, 422 invalid fields, 507 disk full,
 503 index unavailable (with Retry-After), 500 anything unexpected: the body says only "internal
 error" and a request id (also in `X-Request-ID`); the detail (a Ray task error can hold pids,
 node addresses and a traceback) goes to the log under that id, never to the client.
@@ -18,6 +19,7 @@ from ray.exceptions import RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adaclip.errors import IndexUnavailableError
+from serve.streams import StreamError
 from serve.upload import UploadError
 
 log = logging.getLogger("ray.serve")
@@ -58,7 +60,8 @@ def install_error_handlers(app: FastAPI, retry_after_s: int = DEFAULT_RETRY_AFTE
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(UploadError)
-    async def _upload(_: Request, exc: UploadError) -> JSONResponse:
+    @app.exception_handler(StreamError)
+    async def _refused(_: Request, exc: UploadError | StreamError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)

@@ -126,7 +126,12 @@ class IndexService:
 
     def info(self) -> dict[str, Any]:
         """Model version, dim and backend; answers even while the index is unreachable."""
-        return {"model_version": self.model_version, "dim": self.dim, "backend": self.cfg.index.backend}
+        return {
+            "model_version": self.model_version,
+            "dim": self.dim,
+            "backend": self.cfg.index.backend,
+            "window_seconds": self.cfg.index.window_seconds,
+        }
 
     async def health(self) -> dict[str, Any]:
         """Info and the count, read on the health thread: answers while index work is queued."""

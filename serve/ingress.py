@@ -13,6 +13,7 @@ route signatures of the class that `@serve.ingress` rewrites.
 """
 
 import asyncio
+import contextlib
 import hmac
 import json
 import math
@@ -34,9 +35,11 @@ from ray.serve.handle import DeploymentHandle
 
 from adaclip.config import MAX_RERANK_CANDIDATES
 from adaclip.encoding import KEY_CONTENT_HASH, to_indexed
-from adaclip.errors import ConfigError, IndexBusyError, IndexUnavailableError
+from adaclip.errors import ConfigError, IndexBusyError, IndexUnavailableError, VideoDecodeError
 from adaclip.index import KEY_DURATION, KEY_SOURCE, KEY_TIMESTAMPS, KEY_TITLE, video_id
-from serve.http_errors import ApiError, install_error_handlers
+from adaclip.index.base import canonical_id
+from adaclip.video.probe import probe_video
+from serve.http_errors import ApiError, install_error_handlers, log
 from serve.media import MEDIA_TYPES, MediaStore, thumbnail_png
 from serve.schemas import (
     MAX_K,
@@ -44,15 +47,19 @@ from serve.schemas import (
     AppArgs,
     ErrorResponse,
     HealthResponse,
+    IndexedWindow,
     IngestPathRequest,
     Mode,
     SearchResponse,
     SearchResult,
     StatsResponse,
+    StreamInfo,
+    StreamOpen,
     VideoCreated,
     VideoDeleted,
     VideoRecord,
 )
+from serve.streams import Stream, StreamError, StreamStore
 from serve.upload import (
     FILE_FIELD,
     StagedUpload,
@@ -75,6 +82,7 @@ SEARCH_PAGE = Path(__file__).with_name("static") / "index.html"
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 422, 503, 507)}
 MAX_JSON_BYTES = 64 * 1024  # a JSON request body (ingest by path)
 MAX_METADATA_DEPTH = 8  # nesting of objects and lists in metadata
+DEFAULT_STREAM_WINDOW_S = 60.0  # a stream's window when the index does not cut videos into windows
 UPLOAD_BODY = {
     "requestBody": {
         "content": {
@@ -194,6 +202,9 @@ class SearchAPI:
         self._api_key = self._read_api_key(self.args.api_key_env)
         self._model_version: str | None = None
         self.media = MediaStore(self.args.media_dir)
+        self.streams = StreamStore(self.args.streams_dir)
+        self._stream_locks: dict[str, asyncio.Lock] = {}
+        self._stream_tasks: set[asyncio.Task] = set()
         self._reconciled = False
         self._reconcile_lock = asyncio.Lock()
         remove_stale(self.args.staging_dir)
@@ -233,6 +244,8 @@ class SearchAPI:
                     return await self._call(self.index.get.remote(vid)) is not None
 
                 await self.media.reconcile(is_indexed)
+                for stream_id in await asyncio.to_thread(self.streams.ids):
+                    await self._index_stream(stream_id)  # windows completed before a restart
                 self._reconciled = True
 
     # ---- videos --------------------------------------------------------------------------------
@@ -358,10 +371,14 @@ class SearchAPI:
                 self.media.commit(withdrawn)
             raise ApiError(404, "not_found", f"no video with id {video_id!r}")
         self.media.discard(withdrawn)
+        with contextlib.suppress(StreamError):
+            await asyncio.to_thread(self.streams.remove, video_id)
         return VideoDeleted(id=video_id)
 
     def _media(self, video_id: str) -> Path:
         path = self.media.find(video_id)
+        if path is None and canonical_id(video_id) is not None:
+            path = self.streams.media(video_id)  # a live stream: what has arrived so far
         if path is None:
             raise ApiError(404, "not_found", f"no stored file for video {video_id!r}")
         return path
@@ -408,6 +425,136 @@ class SearchAPI:
         results = [SearchResult(rank=i + 1, **hit) for i, hit in enumerate(hits)]
         took = (time.perf_counter() - start) * 1000
         return SearchResponse(query=q, mode=mode, k=k, took_ms=round(took, 3), results=results)
+
+    # ---- live streams ----------------------------------------------------------------------------
+
+    @app.post("/streams", status_code=201, response_model=StreamInfo, responses=ERRORS)
+    async def open_stream(self, request: Request) -> JSONResponse:
+        """Open a live stream (JSON `{"title", "metadata"}`, both optional); its id is also the
+        video id its windows are searchable under."""
+        authorize_write(request.headers, self.args.allowed_origins, self._api_key)
+        body = await read_capped(request.stream(), MAX_JSON_BYTES)
+        try:
+            req = StreamOpen.model_validate_json(body or b"{}")
+        except ValidationError as e:
+            raise ApiError(422, "invalid_request", str(e).replace("\n", " ")) from e
+        check_text(req.title, "title")
+        check_metadata(req.metadata)
+        stream = await asyncio.to_thread(self.streams.create, req.title, req.metadata)
+        return JSONResponse((await self._stream_info(stream)).model_dump(), status_code=201)
+
+    @app.post(
+        "/streams/{stream_id}/segments", response_model=StreamInfo, responses={**ERRORS, 409: ERRORS[400]}
+    )
+    async def add_segment(
+        self,
+        stream_id: str,
+        request: Request,
+        start: float = Query(..., ge=0, le=1e7, allow_inf_nan=False, description="seconds into the stream"),
+    ) -> JSONResponse:
+        """Append a segment (multipart `file`: a few seconds of MPEG-TS or fragmented MP4) that
+        starts where the last one ended: 201 once it is durable, 200 for a retry of a stored one,
+        409 with the expected start otherwise. Each completed window is then indexed."""
+        authorize_write(request.headers, self.args.allowed_origins, self._api_key)
+        await self._settle_media()
+        length = request.headers.get("content-length")
+        staged = await stage_upload(
+            request.stream(),
+            request.headers.get("content-type"),
+            int(length) if length and length.isdigit() else None,
+            self.args.staging_dir,
+            self.args.max_upload_bytes,
+        )
+        try:
+            if staged.size == 0:
+                raise ApiError(415, "not_a_video", "segment is empty")
+            try:
+                info = await asyncio.to_thread(probe_video, staged.path)
+            except VideoDecodeError as e:
+                raise ApiError(415, "not_a_video", f"segment is not a decodable video ({e.reason})") from e
+            stream, retry = await asyncio.to_thread(
+                self.streams.append, stream_id, staged.path, start, info.duration, staged.sha256
+            )
+        finally:
+            remove_quietly(staged.path)
+        self._index_later(stream.id)
+        return JSONResponse((await self._stream_info(stream)).model_dump(), status_code=200 if retry else 201)
+
+    @app.post("/streams/{stream_id}/end", response_model=StreamInfo, responses=ERRORS)
+    async def end_stream(self, stream_id: str, request: Request) -> StreamInfo:
+        """End a stream: its last window is indexed before this answers."""
+        authorize_write(request.headers, self.args.allowed_origins, self._api_key)
+        await self._settle_media()
+        stream = await asyncio.to_thread(self.streams.end, stream_id)
+        await self._index_stream(stream.id)
+        return await self._stream_info(await asyncio.to_thread(self.streams.get, stream.id))
+
+    @app.get("/streams/{stream_id}", response_model=StreamInfo, responses=ERRORS)
+    async def get_stream(self, stream_id: str) -> StreamInfo:
+        """What has arrived, what is searchable, and each window's delay to searchable."""
+        return await self._stream_info(await asyncio.to_thread(self.streams.get, stream_id))
+
+    async def _window_seconds(self) -> float:
+        info = await self._call(self.index.info.remote())
+        return info.get("window_seconds") or DEFAULT_STREAM_WINDOW_S
+
+    async def _stream_info(self, stream: Stream) -> StreamInfo:
+        delays = stream.delays(await self._window_seconds())
+        return StreamInfo(
+            id=stream.id,
+            title=stream.title,
+            ended=stream.ended,
+            segments=len(stream.segments),
+            duration=stream.duration,
+            next_start=stream.duration,
+            indexed=[IndexedWindow(window=w, delay_s=round(d, 4)) for w, d in sorted(delays.items())],
+        )
+
+    def _index_later(self, stream_id: str) -> None:
+        """Index the stream's completed windows in the background (the segment is already durable;
+        a failure here is retried on the next segment and after a restart)."""
+        task = asyncio.get_running_loop().create_task(self._index_stream(stream_id))
+        self._stream_tasks.add(task)
+        task.add_done_callback(self._stream_tasks.discard)
+
+    async def _index_stream(self, stream_id: str) -> None:
+        """Encode and index every complete, unindexed window of a stream, in order."""
+        async with self._stream_locks.setdefault(stream_id, asyncio.Lock()):
+            try:
+                stream = await asyncio.to_thread(self.streams.get, stream_id)
+                version, window_s = await self._version(), await self._window_seconds()
+                for w, segments in sorted(stream.complete_windows(window_s).items()):
+                    await self._index_window(stream, w, segments, version)
+            except Exception:  # a background task has no client to answer: log, retry later
+                log.exception(
+                    "stream %s: indexing its windows failed; retried on the next segment", stream_id
+                )
+                if not self._reconciled:
+                    raise
+
+    async def _index_window(self, stream: Stream, window: int, segments: list, version: str) -> None:
+        path = await asyncio.to_thread(self.streams.window_file, stream, segments, self.args.staging_dir)
+        try:
+            outcome = await self._call(
+                self.encoder.encode_window.remote(str(path), segments[0].start, window)
+            )
+        finally:
+            remove_quietly(path)
+        if outcome.error is not None:  # its segments probed as video: log it, do not retry forever
+            log.error("stream %s window %d does not decode: %s", stream.id, window, outcome.error)
+        else:
+            source = stream.title or f"stream {stream.id}"
+            item = to_indexed(
+                outcome.windows[0],
+                f"stream:{stream.id}",
+                version,
+                source,
+                stream.title,
+                stream.metadata,
+                stream.id,
+            )
+            await self._call(self.index.add.remote([item]))
+        await asyncio.to_thread(self.streams.mark_indexed, stream.id, window)
 
     # ---- operations ----------------------------------------------------------------------------
 

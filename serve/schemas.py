@@ -46,6 +46,10 @@ class AppArgs(Strict):
         default=Path("data/media"),
         description="indexed videos' files, for playback and thumbnails; shared by ingress replicas",
     )
+    streams_dir: Path = Field(
+        default=Path("data/streams"),
+        description="live streams' segments and state (durable); shared by ingress replicas",
+    )
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="larger uploads get 413")
     ingest_roots: list[Path] = Field(
         default_factory=list,
@@ -73,7 +77,7 @@ class AppArgs(Strict):
     encoder_max_replicas: int = Field(default=2, ge=1)
     index_replicas: int = Field(default=1, ge=1, description="must be 1 for the embedded edge backend")
 
-    @field_validator("config", "checkpoint", "staging_dir", "media_dir")
+    @field_validator("config", "checkpoint", "staging_dir", "media_dir", "streams_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -129,6 +133,30 @@ class IngestPathRequest(Strict):
     title: str | None = Field(default=None, max_length=MAX_TEXT)
     source: str | None = Field(default=None, max_length=MAX_TEXT)
     metadata: dict[str, Any] | None = None
+
+
+class StreamOpen(Strict):
+    """JSON body of POST /streams."""
+
+    title: str | None = Field(default=None, max_length=MAX_TEXT)
+    metadata: dict[str, Any] | None = None
+
+
+class IndexedWindow(BaseModel):
+    window: int
+    delay_s: float = Field(description="from the acknowledgement of the segment that completed it")
+
+
+class StreamInfo(BaseModel):
+    """A live stream: what has arrived and what is searchable."""
+
+    id: str = Field(description="also the video id its windows are found under")
+    title: str | None
+    ended: bool
+    segments: int
+    duration: float = Field(description="seconds received")
+    next_start: float = Field(description="where the next segment must start")
+    indexed: list[IndexedWindow]
 
 
 class VideoCreated(BaseModel):

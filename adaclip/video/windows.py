@@ -2,10 +2,11 @@
 
 A 90-minute recording squeezed into one N-frame sample gives one vector that describes nothing in
 particular and a "moment" that can be minutes off. So a video longer than ``window_seconds`` is
-cut into windows (``overlap_seconds`` apart from the next one's start), each with its own N-frame
-sampling (SPEC section 1 over the window's frames), and a remainder shorter than
-``MIN_LAST_FRACTION`` of a window is merged into the last window instead of making a sliver. A
-video of at most one window (the papers' 10-30 s clips) stays one window, as before.
+cut into windows of ``window_seconds`` (each ``window_seconds - overlap_seconds`` after the last),
+each with its own N-frame sampling (SPEC section 1 over the window's frames); the remainder is the
+last window, however short, so a live stream cut into windows as its segments arrive gets exactly
+the windows of the whole file. A video of at most one window (the papers' 10-30 s clips) stays one
+window, as before.
 
 Decoding reads the file once, in order, and hands out each window as soon as its last frame is
 decoded, so memory holds about one window's frames whatever the length.
@@ -23,8 +24,6 @@ from adaclip.video.decode import DecodedVideo, _iter_crops, _open_reader
 from adaclip.video.probe import DECODE_DEADLINE_S, Deadline
 from adaclip.video.sampling import SamplingMode, sample_indices
 from adaclip.video.transforms import resize_rgb, to_grey
-
-MIN_LAST_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,6 @@ def plan_windows(
         if end == num_frames:
             break
         start += stride
-    if len(spans) > 1 and spans[-1][1] - spans[-1][0] < MIN_LAST_FRACTION * length:
-        spans.pop()
-        spans[-1][1] = num_frames
     return [Window(i, len(spans), s, e) for i, (s, e) in enumerate(spans)]
 
 

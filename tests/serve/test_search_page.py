@@ -56,6 +56,7 @@ def page_url(ray_local, tmp_path_factory):
         "overrides": [f"index.path={work / 'index'}"],
         "staging_dir": str(work / "staging"),
         "media_dir": str(work / "media"),
+        "streams_dir": str(work / "streams"),
         "encoder_cpus": 0.3,
         "index_cpus": 0.3,
         "encoder_max_replicas": 1,

@@ -9,7 +9,7 @@ from formats import level, write
 
 from adaclip.video.decode import decode_video
 from adaclip.video.sampling import sample_indices
-from adaclip.video.windows import MIN_LAST_FRACTION, plan_windows
+from adaclip.video.windows import plan_windows
 
 LEVEL_TOLERANCE = 10
 
@@ -24,19 +24,18 @@ def spans(windows) -> list[tuple[int, int]]:
         (300, 10, 60, 0, [(0, 300)]),  # shorter than a window: one, as before
         (600, 10, 60, 0, [(0, 600)]),  # exactly one window
         (1800, 10, 60, 0, [(0, 600), (600, 1200), (1200, 1800)]),  # an exact multiple
-        (1350, 10, 60, 0, [(0, 600), (600, 1200), (1200, 1350)]),  # a remainder of 25%: its own window
-        (1349, 10, 60, 0, [(0, 600), (600, 1349)]),  # a sliver under 25%: merged into the last
+        (1350, 10, 60, 0, [(0, 600), (600, 1200), (1200, 1350)]),  # the remainder: its own window
+        (601, 10, 60, 0, [(0, 600), (600, 601)]),  # however short (as a live stream cuts it)
         (1500, 10, 60, 20, [(0, 600), (400, 1000), (800, 1400), (1200, 1500)]),  # overlapping
         (90, 1.5, 20, 0, [(0, 30), (30, 60), (60, 90)]),  # seconds -> frames at a fractional rate
     ],
-    ids=["short", "one", "multiple", "remainder", "sliver", "overlap", "fractional-fps"],
+    ids=["short", "one", "multiple", "remainder", "one-frame-remainder", "overlap", "fractional-fps"],
 )
 def test_plan_windows_boundaries(num_frames, fps, window, overlap, expected):
     windows = plan_windows(num_frames, fps, window, overlap)
     assert spans(windows) == expected
     assert [w.index for w in windows] == list(range(len(expected)))
     assert {w.count for w in windows} == {len(expected)}
-    assert MIN_LAST_FRACTION == 0.25
 
 
 @pytest.mark.parametrize("args", [(0, 10, 60, 0), (100, 0, 60, 0), (100, 10, 60, 60), (100, 10, 60, -1)])
