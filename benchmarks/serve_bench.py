@@ -24,7 +24,8 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +158,10 @@ def bench_index(index: VideoIndex, frames, queries, ids, args, temperature: floa
 # ---- 2. serve -----------------------------------------------------------------------------------
 
 
-def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, args) -> dict[str, Any]:
-    import httpx
+@contextmanager
+def running_app(cfg_path: str | None, overrides: list[str], index_dir: Path, seed: int = 0) -> Iterator[str]:
+    """The real Serve app on a fresh local Ray, on a free 127.0.0.1 port, over `index_dir` (its
+    staging, media and streams folders beside it): yields its URL; stops Serve and Ray after."""
     import ray
     from ray import serve
 
@@ -173,11 +176,20 @@ def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, arg
         app_args = {
             "config": cfg_path,
             "overrides": [*overrides, f"index.path={index_dir}"],
-            "seed": args.seed,
+            "seed": seed,
             **{f"{name}_dir": str(index_dir.parent / name) for name in ("staging", "media", "streams")},
         }
         serve.run(build_app(app_args), name="bench", route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, args) -> dict[str, Any]:
+    import httpx
+
+    with running_app(cfg_path, overrides, index_dir, args.seed) as url:
         with httpx.Client(base_url=url, timeout=600) as client:
             assert client.get("/healthz").status_code == 200
             for _ in range(10):  # warm up both hops and the text batcher
@@ -204,9 +216,6 @@ def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, arg
             }
         out["uploads"] = upload_load(url, args)
         return out
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def load(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -174,26 +173,8 @@ def make_all(out: Path) -> dict[str, MediaFile]:
 def write_ts_segments(
     out: Path, num_segments: int, seg_frames: int, fps: int, width: int = 96, height: int = 64
 ) -> list[Path]:
-    """A live stream as an encoder cuts it for HLS: MPEG-TS segments of `seg_frames` frames, each
-    opening with a keyframe, timestamps running on across segments; their bytes concatenated are the
-    whole recording. Frame i has grey level ``level(i, num_segments * seg_frames)``."""
-    out.mkdir(parents=True, exist_ok=True)
-    total = num_segments * seg_frames
-    pictures = frames(width, height, total)
-    paths = []
-    for s in range(num_segments):
-        path = out / f"segment{s:03d}.ts"
-        with av.open(str(path), "w", format="mpegts") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {**_X264, "g": str(seg_frames), "bf": "0"}
-            stream.time_base = Fraction(1, fps)
-            for i in range(seg_frames):
-                frame = av.VideoFrame.from_ndarray(next(pictures), format="rgb24")
-                frame.pts, frame.time_base = s * seg_frames + i, Fraction(1, fps)
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-        paths.append(path)
-    return paths
+    """A live stream cut into MPEG-TS segments (adaclip.data.segments) whose frame i has grey level
+    ``level(i, num_segments * seg_frames)``."""
+    from adaclip.data.segments import write_ts_segments as write
+
+    return write(out, frames(width, height, num_segments * seg_frames), num_segments, seg_frames, fps)
