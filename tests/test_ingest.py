@@ -79,6 +79,45 @@ def test_bulk_ingest_is_resumable_and_skips_bad_files(ray_local, library, tmp_pa
 
 
 @pytest.mark.slow
+def test_bulk_ingest_stores_a_long_video_as_the_upload_path_does(ray_local, tmp_path, capsys):
+    """A 150 s video becomes three 60 s windows ([0, 60), [60, 120), [120, 150)) with the vectors the
+    serving path computes for each window; a second run skips it whole."""
+    import formats
+
+    from adaclip.encoding import decode_windows_for_model, to_indexed
+
+    lib = tmp_path / "library"
+    long = formats.make_all(tmp_path / "made")["long_mkv"].path
+    lib.mkdir()
+    shutil.copy(long, lib / long.name)
+    index_dir = tmp_path / "index"
+    args = (str(lib), "--config", str(TINY), f"index.path={index_dir}")
+    first = run(capsys, *args)
+    assert (first["ingested"], first["failed"], first["count"]) == (1, 0, 1)
+    assert run(capsys, *args)["skipped"] == 1
+    cfg = load_config(TINY)
+    model = load_encoder_model(cfg, seed=0)
+    sha = content_hash(long)
+    expected = [
+        to_indexed(e, sha, model.model_version, long.name)
+        for e in encode_decoded(model, decode_windows_for_model(long, cfg))
+    ]
+    with open_index(
+        cfg.index.model_copy(update={"path": index_dir}), model.embed_dim, model.model_version
+    ) as index:
+        stored = index.windows(video_id(sha, model.model_version))
+    assert [(w.payload["window_start"], w.payload["window_end"]) for w in stored] == [
+        (0.0, 60.0),
+        (60.0, 120.0),
+        (120.0, 150.0),
+    ]
+    for got, want in zip(stored, expected, strict=True):
+        assert got.id == want.id
+        np.testing.assert_allclose(got.frames, want.frames, atol=1e-5)
+        assert got.payload["frame_timestamps"] == pytest.approx(want.payload["frame_timestamps"])
+
+
+@pytest.mark.slow
 def test_bulk_ingest_from_annotations(ray_local, synth_corpus, tmp_path, capsys):
     root = corpus_dir(synth_corpus)
     rows = [
