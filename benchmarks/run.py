@@ -9,14 +9,16 @@ section, one JSON with the machine, versions and date; ratios are measured in th
 
 Sections (each runs the benchmark scripts named; `benchmarks/NOTES.md` says what bounds each figure):
   speedup  pure-compute search: one vector per video vs query scoring over all frames (speedup_bench)
-  search   the index in fast / rerank / exact (serve_bench) and rerank's agreement with exact on a
-           trained model (agreement_bench; needs `adaclip experiment selection` first)
+  search   the index in fast / rerank / exact (serve_bench), rerank's agreement with exact on a
+           trained model (agreement_bench) and moment accuracy on long videos, windows against one
+           point per video (moment_bench); both need `adaclip experiment selection` first
   ingest   decoding alone vs the serving path and the bulk Ray Data job (serve_bench), and
            image-encoder GFLOPs per video with and without selection
   train    the Ray Data training stream, frame store and decoding every epoch, vs pre-loaded
            tensors (data_bench)
   http     /search p50/p99, throughput and errors with 1, 8 and 32 concurrent clients against the
-           Serve floor, and concurrent uploads (serve_bench)
+           Serve floor, and concurrent uploads (serve_bench); a live stream's delay from a window
+           complete to searchable (stream_bench)
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ SECTIONS: dict[str, list[tuple[str, str, list[str], list[str]]]] = {
             [],
             ["--videos", "2000", "--queries", "200", "--corpus", "data/bench/agreement-quick"],
         ),
+        (
+            "moments",
+            "benchmarks.moment_bench",
+            [],
+            ["--videos", "6", "--clips-per-video", "8", "--corpus", "data/bench/moments-quick"],
+        ),
     ],
     "ingest": [
         (
@@ -88,7 +96,8 @@ SECTIONS: dict[str, list[tuple[str, str, list[str], list[str]]]] = {
                 "--load-seconds",
                 "8",
             ],
-        )
+        ),
+        ("stream", "benchmarks.stream_bench", [], ["--windows", "2", "--pace", "8"]),
     ],
 }
 VERSIONS = ("torch", "ray", "open_clip_torch", "qdrant-edge-py", "qdrant-client", "decord", "numpy")

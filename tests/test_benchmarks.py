@@ -2,9 +2,11 @@
 
 import json
 
+import numpy as np
 import torch
 
-from benchmarks import agreement_bench, speedup_bench
+from adaclip.video.probe import probe_video
+from benchmarks import agreement_bench, moment_bench, speedup_bench
 from benchmarks.run import main as bench_main
 
 
@@ -55,3 +57,50 @@ def test_agreement_json_shape(tmp_path):
     for row in [result["fast"], result["exact"], *result["rerank"]]:
         assert {"p50_ms", "p99_ms", "R1"} <= set(row)
     assert (tmp_path / "agreement.png").stat().st_size > 0
+
+
+def test_moment_bench_json_and_long_videos(tmp_path):
+    """The moment benchmark at a toy size on a random model: the JSON's shape and ranges, and the
+    long videos themselves: clip intervals tile each file, whose probed length is the sum of its
+    clips, and the frames recorded as showing a clip's object are that clip's frames."""
+    out, corpus = tmp_path / "moments.json", tmp_path / "corpus"
+    args = ["--random-model", "--videos", "2", "--clips-per-video", "3", "--fps", "8", "--windows", "6"]
+    assert moment_bench.main([*args, "--corpus", str(corpus), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["long_videos"], result["clips_per_video"], result["queries"]) == (2, 3, 6)
+    assert (result["mean_clip_s"], result["mean_video_s"]) == (6.0, 18.0)  # 48-frame clips at 8 fps
+    arms = {a["arm"]: a for a in result["arms"]}
+    assert list(arms) == ["windows 6 s", "one point"]
+    assert (arms["windows 6 s"]["points"], arms["one point"]["points"]) == (6, 2)  # 3 windows a video
+    assert arms["windows 6 s"]["object_sampled"] == 100.0  # 16 of each 48 frames: every 3rd
+    for arm in arms.values():
+        assert list(arm["modes"]) == ["fast", "rerank", "exact"]
+        assert 0 <= arm["object_kept"] <= arm["object_sampled"] <= 100
+        for m in arm["modes"].values():
+            assert 0 <= m["moment_in_clip"] <= m["video_R1"] <= m["video_R5"] <= 100
+            assert m["moment_within_tolerance"] <= m["video_R1"] and m["p50_ms"] > 0
+            assert (m["mean_abs_error_s"] is None) == (m["video_R1"] == 0)
+            assert m["mean_abs_error_s"] is None or 0 <= m["median_abs_error_s"] <= 18
+
+    meta = json.loads((corpus / moment_bench.MANIFEST).read_text())
+    clip_meta = {i["id"]: i for i in json.loads((corpus / "clips" / "corpus.json").read_text())["items"]}
+    shows = {  # each clip's first frame showing its object, as its own file has it
+        i: list(moment_bench.read_frames(corpus / "clips" / c["video"]))[c["informative"][0]].astype(float)
+        for i, c in clip_meta.items()
+    }
+    placed = []
+    for video in meta["long_videos"]:
+        path, clips = corpus / video["video"], video["clips"]
+        info = probe_video(path)
+        assert [c["frames"][0] for c in clips] == [0] + [c["frames"][1] for c in clips[:-1]]
+        assert clips[-1]["frames"][1] == video["frames"] == info.num_frames == 3 * 48
+        assert info.duration == sum(c["interval"][1] - c["interval"][0] for c in clips) == 18.0
+        frames = list(moment_bench.read_frames(path))
+        for c in clips:
+            assert c["interval"] == [c["frames"][0] / 8, c["frames"][1] / 8]
+            first, stop = clip_meta[c["id"]]["informative"]
+            assert c["visible"] == [c["frames"][0] + first, c["frames"][0] + stop]
+            diffs = {i: np.abs(frames[c["visible"][0]] - f).mean() for i, f in shows.items()}
+            assert diffs[c["id"]] < 5 and min(diffs, key=diffs.get) == c["id"]  # re-encoded, near-lossless
+            placed.append(c["id"])
+    assert sorted(placed) == sorted(clip_meta)  # every clip used once

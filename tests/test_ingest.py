@@ -91,11 +91,11 @@ def test_bulk_ingest_stores_a_long_video_as_the_upload_path_does(ray_local, tmp_
     lib.mkdir()
     shutil.copy(long, lib / long.name)
     index_dir = tmp_path / "index"
-    args = (str(lib), "--config", str(TINY), f"index.path={index_dir}")
+    args = (str(lib), "--config", str(TINY), f"index.path={index_dir}", "index.window_seconds=60")
     first = run(capsys, *args)
     assert (first["ingested"], first["failed"], first["count"]) == (1, 0, 1)
     assert run(capsys, *args)["skipped"] == 1
-    cfg = load_config(TINY)
+    cfg = load_config(TINY, ["index.window_seconds=60"])
     model = load_encoder_model(cfg, seed=0)
     sha = content_hash(long)
     expected = [

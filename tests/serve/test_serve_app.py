@@ -105,7 +105,11 @@ def serve_port(ray_local):
 def app(serve_port, checkpoint, workdir, synth_corpus) -> ServedApp:
     args = {
         "config": str(TINY),
-        "overrides": [f"index.path={workdir / 'index'}", f"model.checkpoint={checkpoint}"],
+        "overrides": [
+            f"index.path={workdir / 'index'}",
+            f"model.checkpoint={checkpoint}",
+            "index.window_seconds=60",  # the long test videos and the live stream are cut in minutes
+        ],
         "staging_dir": str(workdir / "staging"),
         "media_dir": str(workdir / "media"),
         "streams_dir": str(workdir / "streams"),
