@@ -51,3 +51,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ad
     model = AdaCLIP.from_config(cfg.model, device=device)
     model.load_state_dict(state["model"])
     return model.eval(), cfg
+
+
+CHECKPOINT_KEY = "model.checkpoint"  # an override naming the checkpoint to use (not a Config field)
+
+
+def split_checkpoint(overrides: list[str]) -> tuple[list[str], str | None]:
+    """Pull `model.checkpoint=PATH` out of command-line overrides: (the rest, PATH or None)."""
+    rest, checkpoint = [], None
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == CHECKPOINT_KEY:
+            checkpoint = value or None
+        else:
+            rest.append(item)
+    return rest, checkpoint

@@ -185,6 +185,11 @@ class IndexConfig(Strict):
         "latency on a trained model (benchmarks/agreement_bench.py, README)",
     )
     timeout_s: float = Field(default=10.0, gt=0)
+    shards: int = Field(default=1, ge=1, description="server: shards of a new collection (spread over nodes)")
+    replication_factor: int = Field(default=1, ge=1, description="server: copies of each shard")
+    write_consistency: int = Field(
+        default=1, ge=1, description="server: replicas that must confirm a write before it is acknowledged"
+    )
     window_seconds: float | None = Field(
         default=30.0,
         gt=0,
@@ -193,6 +198,12 @@ class IndexConfig(Strict):
         "right clip 29% of the time against 16% for 60 s and 6% for one point (benchmarks/moment_bench.py)",
     )
     window_overlap_seconds: float = Field(default=0.0, ge=0, description="overlap of consecutive windows")
+
+    @model_validator(mode="after")
+    def _consistency_within_replicas(self) -> IndexConfig:
+        if self.write_consistency > self.replication_factor:
+            raise ValueError("index.write_consistency cannot exceed index.replication_factor")
+        return self
 
     @model_validator(mode="after")
     def _overlap_below_window(self) -> IndexConfig:

@@ -30,6 +30,7 @@ import numpy as np
 import ray
 from tqdm import tqdm
 
+from adaclip.checkpoint import split_checkpoint
 from adaclip.config import Config
 from adaclip.data.annotations import read_annotations
 from adaclip.encoding import EncodedVideo, content_hash, load_encoder_model, resolve_config, to_indexed
@@ -48,7 +49,6 @@ from ray_jobs.frame_store import WORKER_DIED, decode_dataset, tolerating_lost_bl
 from ray_jobs.ingest_stages import EncodeVideos
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".3gp"}
-CHECKPOINT_KEY = "model.checkpoint"
 EXISTS_CHUNK = 1000  # ids per index.exists call
 HASH_THREADS = 8
 ENCODE_CPUS = 0.5  # per encoder actor: leaves the decode tasks a core on a 2-core machine
@@ -142,18 +142,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own progress bars and logs")
     return parser.parse_intermixed_args(argv)
-
-
-def split_checkpoint(overrides: list[str]) -> tuple[list[str], str | None]:
-    """Pull `model.checkpoint=PATH` out of the overrides (it is not a ModelConfig field)."""
-    rest, checkpoint = [], None
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip() == CHECKPOINT_KEY:
-            checkpoint = value or None
-        else:
-            rest.append(item)
-    return rest, checkpoint
 
 
 def hash_sources(sources: list[Source], threads: int = HASH_THREADS) -> list[str]:

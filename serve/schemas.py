@@ -11,10 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from adaclip.checkpoint import CHECKPOINT_KEY
+
 Mode = Literal["fast", "rerank", "exact"]
 MAX_K = 1000
 MAX_TEXT = 4096  # title, source, id
-CHECKPOINT_KEY = "model.checkpoint"  # an override naming the checkpoint (not a Config field)
 
 
 class Strict(BaseModel):

@@ -76,5 +76,10 @@ def open_index(cfg: IndexConfig, dim: int, model_version: str) -> VideoIndex:
         if not url:
             raise ConfigError("index.backend=server needs index.url or the QDRANT_URL environment variable")
         api_key = cfg.api_key.get_secret_value() if cfg.api_key else os.environ.get("QDRANT_API_KEY") or None
-        backend = ServerBackend(url, api_key, name, dim, timeout_s=cfg.timeout_s)
+        layout = {
+            "shard_number": cfg.shards,
+            "replication_factor": cfg.replication_factor,
+            "write_consistency_factor": cfg.write_consistency,
+        }
+        backend = ServerBackend(url, api_key, name, dim, timeout_s=cfg.timeout_s, layout=layout)
     return VideoIndex(backend, dim=dim, model_version=model_version, rerank_candidates=cfg.rerank_candidates)

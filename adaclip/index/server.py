@@ -59,9 +59,19 @@ class ServerBackend(IndexBackend):
 
     name = "server"
 
-    def __init__(self, url: str, api_key: str | None, collection: str, dim: int, timeout_s: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        collection: str,
+        dim: int,
+        timeout_s: float = 10.0,
+        layout: dict[str, int] | None = None,
+    ):
+        """`layout`: shard_number, replication_factor, write_consistency_factor of a new collection."""
         self.collection = collection
         self.url = url
+        self.layout = layout or {}
         if url == MEMORY:
             self.client = QdrantClient(location=MEMORY)
         else:
@@ -95,7 +105,9 @@ class ServerBackend(IndexBackend):
                     )
                 return
             try:
-                self.client.create_collection(self.collection, vectors_config=vectors_config(dim))
+                self.client.create_collection(
+                    self.collection, vectors_config=vectors_config(dim), **self.layout
+                )
             except UnexpectedResponse as e:
                 if e.status_code != 409:  # 409: another replica created it first
                     raise
