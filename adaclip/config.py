@@ -185,6 +185,11 @@ class IndexConfig(Strict):
         "latency on a trained model (benchmarks/agreement_bench.py, README)",
     )
     timeout_s: float = Field(default=10.0, gt=0)
+    frame_datatype: Literal["float32", "float16"] = Field(
+        default="float32",
+        description="storage of frame vectors in a new collection: float16 halves their bytes (rerank "
+        "reads them); an existing collection keeps the type it was created with",
+    )
     shards: int = Field(default=1, ge=1, description="server: shards of a new collection (spread over nodes)")
     replication_factor: int = Field(default=1, ge=1, description="server: copies of each shard")
     write_consistency: int = Field(

@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--candidates", type=int, nargs="+", default=[10, 50, 100, 200, 500])
     p.add_argument("--timed-exact", type=int, default=20, help="queries timed through the index's exact")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--frame-datatype", choices=["float32", "float16"], default="float32", help="index.frame_datatype"
+    )
     p.add_argument("--out", type=Path, default=Path("out/bench/agreement.json"))
     p.add_argument("--plot", type=Path, default=None, help="PNG of the curve (default: next to --out)")
     return p.parse_args(argv)
@@ -247,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     with tempfile.TemporaryDirectory() as tmp:
-        icfg = cfg.index.model_copy(update={"backend": "edge", "path": Path(tmp)})
+        icfg = cfg.index.model_copy(
+            update={"backend": "edge", "path": Path(tmp), "frame_datatype": args.frame_datatype}
+        )
         with open_index(icfg, int(model.embed_dim), model.model_version) as index:
             start = time.perf_counter()
             for at in range(0, len(items), 1000):
@@ -273,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 "queries": len(queries),
                 "checkpoint": checkpoint,
                 "model_version": model.model_version,
+                "frame_datatype": args.frame_datatype,
                 "frames_per_video": int(frames.shape[1]),
                 "dim": int(frames.shape[2]),
                 **qs,

@@ -68,7 +68,7 @@ def open_index(cfg: IndexConfig, dim: int, model_version: str) -> VideoIndex:
     if cfg.backend == "edge":
         from adaclip.index.edge import EdgeBackend
 
-        backend: IndexBackend = EdgeBackend(cfg.path, name, dim)
+        backend: IndexBackend = EdgeBackend(cfg.path, name, dim, frame_datatype=cfg.frame_datatype)
     else:
         from adaclip.index.server import ServerBackend
 
@@ -81,5 +81,7 @@ def open_index(cfg: IndexConfig, dim: int, model_version: str) -> VideoIndex:
             "replication_factor": cfg.replication_factor,
             "write_consistency_factor": cfg.write_consistency,
         }
-        backend = ServerBackend(url, api_key, name, dim, timeout_s=cfg.timeout_s, layout=layout)
+        backend = ServerBackend(
+            url, api_key, name, dim, timeout_s=cfg.timeout_s, layout=layout, frame_datatype=cfg.frame_datatype
+        )
     return VideoIndex(backend, dim=dim, model_version=model_version, rerank_candidates=cfg.rerank_candidates)

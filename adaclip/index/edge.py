@@ -28,17 +28,20 @@ from adaclip.index.base import (
 )
 
 UPSERT_BATCH = 256
+EDGE_DATATYPES = {"float32": qe.VectorStorageDatatype.Float32, "float16": qe.VectorStorageDatatype.Float16}
 OPTIMIZE_EVERY = 5000
 
 
-def shard_config(dim: int) -> qe.EdgeConfig:
+def shard_config(dim: int, frame_datatype: str = "float32") -> qe.EdgeConfig:
     """`video`: cosine with HNSW; `frames`: raw multivector (dot, MAX_SIM) with HNSW off (m=0):
-    it is only read back for exact re-scoring, and a graph over it makes optimising ~20x slower."""
+    it is only read back for exact re-scoring, and a graph over it makes optimising ~20x slower;
+    stored in `frame_datatype`."""
     frames = qe.EdgeVectorParams(
         size=dim,
         distance=qe.Distance.Dot,
         multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
         hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
+        datatype=EDGE_DATATYPES[frame_datatype],
     )
     video = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
     return qe.EdgeConfig(vectors={VIDEO_VECTOR: video, FRAMES_VECTOR: frames})
@@ -55,13 +58,20 @@ class EdgeBackend(IndexBackend):
 
     name = "edge"
 
-    def __init__(self, root: Path, collection: str, dim: int, optimize_every: int = OPTIMIZE_EVERY):
+    def __init__(
+        self,
+        root: Path,
+        collection: str,
+        dim: int,
+        optimize_every: int = OPTIMIZE_EVERY,
+        frame_datatype: str = "float32",
+    ):
         self.collection = collection
         self.path = Path(root) / collection
         self.optimize_every = optimize_every
         self._unoptimized = 0
         self._shard: qe.EdgeShard | None = None
-        config = shard_config(dim)
+        config = shard_config(dim, frame_datatype)
         try:
             if self.path.is_dir() and any(self.path.iterdir()):
                 self._shard = qe.EdgeShard.load(str(self.path), config)

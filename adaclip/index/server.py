@@ -33,8 +33,9 @@ UPSERT_BATCH = 64  # one request carries K frame vectors per point: keep request
 MEMORY = ":memory:"
 
 
-def vectors_config(dim: int) -> dict[str, models.VectorParams]:
-    """Same schema as the Edge backend: `video` cosine + HNSW, `frames` raw multivector, m=0."""
+def vectors_config(dim: int, frame_datatype: str = "float32") -> dict[str, models.VectorParams]:
+    """Same schema as the Edge backend: `video` cosine + HNSW, `frames` raw multivector, m=0, in
+    `frame_datatype`."""
     return {
         VIDEO_VECTOR: models.VectorParams(size=dim, distance=models.Distance.COSINE),
         FRAMES_VECTOR: models.VectorParams(
@@ -42,6 +43,7 @@ def vectors_config(dim: int) -> dict[str, models.VectorParams]:
             distance=models.Distance.DOT,
             multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
             hnsw_config=models.HnswConfigDiff(m=0),
+            datatype=models.Datatype(frame_datatype),
         ),
     }
 
@@ -67,11 +69,13 @@ class ServerBackend(IndexBackend):
         dim: int,
         timeout_s: float = 10.0,
         layout: dict[str, int] | None = None,
+        frame_datatype: str = "float32",
     ):
         """`layout`: shard_number, replication_factor, write_consistency_factor of a new collection."""
         self.collection = collection
         self.url = url
         self.layout = layout or {}
+        self.frame_datatype = frame_datatype
         if url == MEMORY:
             self.client = QdrantClient(location=MEMORY)
         else:
@@ -106,7 +110,7 @@ class ServerBackend(IndexBackend):
                 return
             try:
                 self.client.create_collection(
-                    self.collection, vectors_config=vectors_config(dim), **self.layout
+                    self.collection, vectors_config=vectors_config(dim, self.frame_datatype), **self.layout
                 )
             except UnexpectedResponse as e:
                 if e.status_code != 409:  # 409: another replica created it first

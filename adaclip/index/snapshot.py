@@ -60,7 +60,8 @@ def open_index_named(cfg: IndexConfig, collection: str, dim: int):
     if cfg.backend == "edge":
         from adaclip.index.edge import EdgeBackend
 
-        return VideoIndex(EdgeBackend(cfg.path, collection, dim), dim=dim, model_version=collection)
+        backend = EdgeBackend(cfg.path, collection, dim, frame_datatype=cfg.frame_datatype)
+        return VideoIndex(backend, dim=dim, model_version=collection)
     from adaclip.index.server import ServerBackend
 
     url, key = _server(cfg)
@@ -78,7 +79,8 @@ def _edge_snapshot(cfg: IndexConfig, collection: str, dim: int, out: Path) -> No
     directory = Path(cfg.path) / collection
     if not directory.is_dir():
         raise ConfigError(f"no collection {collection!r} at {cfg.path}")
-    backend = EdgeBackend(cfg.path, collection, dim)  # takes the shard's lock: nobody writes meanwhile
+    # takes the shard's lock: nobody writes meanwhile
+    backend = EdgeBackend(cfg.path, collection, dim, frame_datatype=cfg.frame_datatype)
     try:
         backend.shard.flush()
         with tarfile.open(out, "w:gz") as tar:

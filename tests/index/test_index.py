@@ -389,3 +389,29 @@ def test_a_windowed_video_is_read_and_deleted_whole(empty):
     assert empty.delete(vid) is True
     assert (empty.count(), empty.count_points()) == (11, len(points) - 4) and empty.windows(vid) == []
     assert empty.delete(vid) is False
+
+
+def test_float16_frame_vectors_halve_storage_and_score_as_their_rounded_values(tmp_path):
+    """Frames stored as float16 come back as float16-rounded values, exact search ranks as a float64
+    brute force over those rounded frames, and the frame storage takes about half the bytes."""
+    sizes = {}
+    for datatype in ("float32", "float16"):
+        index = open_test_index("edge", tmp_path / datatype, frame_datatype=datatype)
+        index.upsert(VIDEOS)
+        index.optimize()
+        rounded = (
+            [v.frames.astype(np.float16).astype(np.float32) for v in VIDEOS]
+            if datatype == "float16"
+            else None
+        )
+        if rounded is not None:
+            np.testing.assert_array_equal(index.get(VIDEOS[7].id).frames, rounded[7])
+            for q in QUERIES:
+                scores = {v.id: ref_qscore(q, f)[0] for v, f in zip(VIDEOS, rounded, strict=True)}
+                assert_hits(index.search(q, k=10, mode="exact"), ref_rank(scores, 10), scores)
+        index.close()
+        frames = [
+            p for p in (tmp_path / datatype).rglob("*") if "vector_storage-frames" in str(p) and p.is_file()
+        ]
+        sizes[datatype] = sum(p.stat().st_blocks * 512 for p in frames)  # allocated: files are sparse
+    assert sizes["float16"] < 0.6 * sizes["float32"], sizes
