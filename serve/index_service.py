@@ -143,16 +143,9 @@ class IndexService:
 
     async def add(self, windows: list[IndexedVideo]) -> tuple[bool, dict[str, Any]]:
         """Insert a video's windows (window 0 first, its id the video's) unless the video is stored:
-        (created, stored payload of window 0). Atomic per replica."""
-
-        def add(index: VideoIndex) -> tuple[bool, dict[str, Any]]:
-            stored = index.get(windows[0].id)
-            if stored is not None:
-                return False, stored.payload
-            index.upsert(windows)  # writes window 0 last: stored means complete
-            return True, windows[0].payload
-
-        return await self._run(add)
+        (created, stored payload of window 0). One `created` among racing uploads, also across
+        replicas on a Qdrant server (`VideoIndex.insert`)."""
+        return await self._run(lambda index: index.insert(windows))
 
     async def get(self, video: str) -> dict[str, Any] | None:
         """A stored video: window 0's payload, its frame count and every window's span."""

@@ -14,7 +14,7 @@ import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +40,7 @@ KEY_MODEL_VERSION = "model_version"
 KEY_VIDEO_ID = "video_id"  # the video's id (window 0's point id), on every window
 KEY_WINDOW, KEY_NUM_WINDOWS = "window", "num_windows"
 KEY_WINDOW_START, KEY_WINDOW_END = "window_start", "window_end"  # seconds
+KEY_WRITE_ID = "write_id"  # which `insert` stored a video (decides the one 201 among racing writers)
 KEYWORD_FIELDS = (
     KEY_SOURCE,
     KEY_TITLE,
@@ -156,6 +157,12 @@ class IndexBackend(ABC):
     def upsert(self, items: Sequence[IndexedVideo]) -> None:
         """Insert or replace points; durable when it returns."""
 
+    def insert_only(self, item: IndexedVideo) -> None:
+        """Store `item` unless its id is stored (then nothing changes); durable when it returns.
+        A single-owner store may check and write (its owner serialises writes)."""
+        if not self.retrieve([item.id], with_payload=False, with_vectors=False):
+            self.upsert([item])
+
     @abstractmethod
     def retrieve(self, ids: Sequence[str], with_payload: bool, with_vectors: bool) -> list[StoredPoint]:
         """The stored points among `ids` (missing ids are left out)."""
@@ -216,6 +223,22 @@ class VideoIndex:
         ordered = sorted(checked.values(), key=lambda v: -int(v.payload.get(KEY_WINDOW, 0)))
         if ordered:
             self.backend.upsert(ordered)
+
+    def insert(self, windows: Sequence[IndexedVideo]) -> tuple[bool, dict[str, Any]]:
+        """Store a video (its windows, window 0 first) unless it is stored: (created, the stored
+        payload of window 0). Exactly one of several writers racing with the same video gets
+        created=True: window 0 is written insert-only with a fresh `write_id`, and the writer whose
+        id is stored won (on a Qdrant server this holds across processes)."""
+        first, *rest = [self._check_item(w) for w in windows]
+        stored = self.get(first.id)
+        if stored is not None:
+            return False, stored.payload
+        if rest:
+            self.backend.upsert(rest)  # idempotent: the same bytes give the same windows
+        write_id = uuid.uuid4().hex
+        self.backend.insert_only(replace(first, payload={**first.payload, KEY_WRITE_ID: write_id}))
+        stored = self.get(first.id)
+        return stored.payload.get(KEY_WRITE_ID) == write_id, stored.payload
 
     def delete(self, point_id: str) -> bool:
         """Delete one video, every window of it; False when it was not there."""

@@ -134,6 +134,18 @@ class ServerBackend(IndexBackend):
                 ]
                 self.client.upsert(self.collection, points=points, wait=True)
 
+    def insert_only(self, item: IndexedVideo) -> None:
+        """Qdrant's insert-only write: atomic on the server, whichever replica races."""
+        point = models.PointStruct(
+            id=item.id,
+            vector={VIDEO_VECTOR: item.video.tolist(), FRAMES_VECTOR: item.frames.tolist()},
+            payload=item.payload,
+        )
+        with self._reachable():
+            self.client.upsert(
+                self.collection, points=[point], wait=True, update_mode=models.UpdateMode.INSERT_ONLY
+            )
+
     def retrieve(self, ids: Sequence[str], with_payload: bool, with_vectors: bool) -> list[StoredPoint]:
         with self._reachable():
             records = self.client.retrieve(

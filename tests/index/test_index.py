@@ -415,3 +415,26 @@ def test_float16_frame_vectors_halve_storage_and_score_as_their_rounded_values(t
         ]
         sizes[datatype] = sum(p.stat().st_blocks * 512 for p in frames)  # allocated: files are sparse
     assert sizes["float16"] < 0.6 * sizes["float32"], sizes
+
+
+def test_one_of_two_racing_writers_creates_the_video(empty):
+    """Both writers checked before either wrote (the race across replicas): the insert-only write
+    of window 0 keeps the first, and only its writer hears `created`."""
+    first, second = (
+        VIDEOS[0],
+        IndexedVideo(VIDEOS[0].id, VIDEOS[1].video, VIDEOS[1].frames, {"title": "late"}),
+    )
+    real_get, calls = empty.get, []
+
+    def get_after_both_checked(point_id):
+        calls.append(point_id)
+        return None if len(calls) in (1, 3) else real_get(point_id)  # each writer's check sees nothing
+
+    empty.get = get_after_both_checked
+    created_a, payload_a = empty.insert([first])
+    created_b, payload_b = empty.insert([second])
+    empty.get = real_get
+    assert (created_a, created_b) == (True, False)
+    assert payload_a == payload_b and payload_b["title"] == "clip 0"
+    np.testing.assert_allclose(empty.get(first.id).frames, first.frames, atol=1e-6)
+    assert empty.count() == 1
