@@ -218,15 +218,28 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def bench_model(args: argparse.Namespace) -> tuple[str | None, Config, Any, dict[str, Any]] | None:
+    """(checkpoint, config, model, query-scoring args) of `--checkpoint` (decoded and scored as it
+    was trained) or of `--random-model`; None, with the fix printed, when the checkpoint is missing."""
     checkpoint = None if args.random_model else args.checkpoint
     if checkpoint is not None and not Path(checkpoint).exists():
         print(f"no checkpoint at {checkpoint}: run `adaclip experiment selection` first", file=sys.stderr)
-        return 2
-    cfg = resolve_config(load_config(args.config), checkpoint)  # decode and score as it was trained
+        return None
+    cfg = resolve_config(load_config(args.config), checkpoint)
     model = load_encoder_model(cfg, checkpoint, "cpu", 0)
-    qs = {"temperature": cfg.model.qscore_temperature, "variant": cfg.model.qscore_variant}
+    return (
+        checkpoint,
+        cfg,
+        model,
+        {"temperature": cfg.model.qscore_temperature, "variant": cfg.model.qscore_variant},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if (loaded := bench_model(args)) is None:
+        return 2
+    checkpoint, cfg, model, qs = loaded
     ensure_corpus(args.corpus, args.videos, args.seed)
     meta = json.loads((args.corpus / "corpus.json").read_text())
     corpus = DataConfig(annotations=args.corpus / "annotations.jsonl", video_root=args.corpus)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from typing import Any
 import av
 import numpy as np
 
-from adaclip.config import Config, DataConfig, load_config
+from adaclip.config import Config, DataConfig
 from adaclip.data.annotations import read_annotations
 from adaclip.data.synth import ensure_corpus
 from adaclip.encoding import (
@@ -44,13 +43,11 @@ from adaclip.encoding import (
     decode_windows_for_model,
     encode_decoded,
     encode_queries,
-    load_encoder_model,
-    resolve_config,
     to_indexed,
 )
 from adaclip.index import open_index
 from adaclip.video.encode import pick_codec, write_video
-from benchmarks.agreement_bench import ROOT
+from benchmarks.agreement_bench import ROOT, bench_model
 from benchmarks.serve_bench import percentiles
 
 TOP = 5  # videos returned per query (R@1 and R@5 of the video)
@@ -255,13 +252,9 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    checkpoint = None if args.random_model else args.checkpoint
-    if checkpoint is not None and not Path(checkpoint).exists():
-        print(f"no checkpoint at {checkpoint}: run `adaclip experiment selection` first", file=sys.stderr)
+    if (loaded := bench_model(args)) is None:
         return 2
-    cfg = resolve_config(load_config(args.config), checkpoint)  # decode and score as it was trained
-    model = load_encoder_model(cfg, checkpoint, "cpu", 0)
-    qs = {"temperature": cfg.model.qscore_temperature, "variant": cfg.model.qscore_variant}
+    checkpoint, cfg, model, qs = loaded
     start = time.perf_counter()
     meta = ensure_moments(args.corpus, args.videos, args.clips_per_video, args.fps, args.seed)
     corpus_s = time.perf_counter() - start

@@ -269,14 +269,7 @@ class SearchAPI:
             )
             source, title, metadata = req.source or req.path, req.title, req.metadata
         else:
-            length = request.headers.get("content-length")
-            staged = await stage_upload(
-                request.stream(),
-                request.headers.get("content-type"),
-                int(length) if length and length.isdigit() else None,
-                self.args.staging_dir,
-                self.args.max_upload_bytes,
-            )
+            staged = await self._stage(request)
             source, title, metadata = None, None, None
         try:
             if staged.fields:
@@ -290,6 +283,17 @@ class SearchAPI:
             return await self._ingest(staged, source or staged.filename or "upload", title, metadata)
         finally:
             remove_quietly(staged.path)
+
+    async def _stage(self, request: Request) -> StagedUpload:
+        """The request's multipart body streamed to staging under the upload cap."""
+        length = request.headers.get("content-length")
+        return await stage_upload(
+            request.stream(),
+            request.headers.get("content-type"),
+            int(length) if length and length.isdigit() else None,
+            self.args.staging_dir,
+            self.args.max_upload_bytes,
+        )
 
     @staticmethod
     def _path_request(body: bytes) -> IngestPathRequest:
@@ -457,14 +461,7 @@ class SearchAPI:
         409 with the expected start otherwise. Each completed window is then indexed."""
         authorize_write(request.headers, self.args.allowed_origins, self._api_key)
         await self._settle_media()
-        length = request.headers.get("content-length")
-        staged = await stage_upload(
-            request.stream(),
-            request.headers.get("content-type"),
-            int(length) if length and length.isdigit() else None,
-            self.args.staging_dir,
-            self.args.max_upload_bytes,
-        )
+        staged = await self._stage(request)
         try:
             if staged.size == 0:
                 raise ApiError(415, "not_a_video", "segment is empty")
