@@ -92,7 +92,10 @@ def decode_rows(batch: dict[str, np.ndarray], settings: dict[str, Any], seed: in
     good = [w for windows in per_file for w in windows]
     columns = decode.columns(good)
     # the input columns pass through (video_index, path, captions, ...), once per output row
-    out = {key: np.repeat(np.asarray(values), counts, axis=0) for key, values in batch.items()}
+    if any(c != 1 for c in counts):
+        out = {key: np.repeat(np.asarray(values), counts, axis=0) for key, values in batch.items()}
+    else:
+        out = dict(batch)
     out["error"] = np.repeat(np.array(errors, dtype=object), counts)
     if len(good) == len(out["error"]):
         return {**out, **columns}
