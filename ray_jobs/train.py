@@ -37,6 +37,7 @@ from adaclip.ops import k_schedule, tau_schedule
 from adaclip.training import RetrievalTask
 from ray_jobs.common import config_from, emit, init_ray, job_parser, read_split
 from ray_jobs.data import check_error_ratio, eval_batches, eval_dataset, train_dataset, training_batches
+from ray_jobs.frame_store import MANIFEST
 
 Batch = dict[str, torch.Tensor]
 PREFETCH_BATCHES = 2
@@ -175,6 +176,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
         RetrievalTask(model), parallel_strategy_kwargs={"find_unused_parameters": True}
     )
     per_worker = cfg.train.batch_size // world
+    workers = worker_placement(loop.get("frame_store"), rank, world)
     history: list[dict[str, Any]] = []
     for epoch in range(start_epoch, cfg.train.epochs):
         start = time.perf_counter()
@@ -182,7 +184,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
         stats, failed = train_epoch(
             task, model, optimizer, scheduler, shard, cfg, epoch, per_worker, loop["from_store"]
         )
-        metrics: dict[str, Any] = {"epoch": epoch, **stats}
+        metrics: dict[str, Any] = {"epoch": epoch, **stats, "workers": workers}
         metrics["samples_per_s"] = stats["samples"] / (time.perf_counter() - start)
         metrics["decode_failed"] = count_failed(failed, loop, world, device)
         check_error_ratio(
@@ -225,6 +227,18 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
             ray.train.report(metrics)
         history.append(metrics)
     return history
+
+
+def worker_placement(frame_store: str | None, rank: int, world: int) -> list[dict[str, Any]]:
+    """Where every rank trains: its Ray node id, and the frame store it reads if it sees that
+    store's manifest from there (on a cluster, `data.cache_dir` must be storage every node sees)."""
+    seen = frame_store if frame_store and (Path(frame_store) / MANIFEST).is_file() else None
+    mine = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "frame_store": seen}
+    if world == 1:
+        return [mine]
+    everyone: list[Any] = [None] * world
+    dist.all_gather_object(everyone, mine)
+    return everyone
 
 
 def steps_per_worker(steps: int, world: int, device: torch.device) -> list[int]:
@@ -274,6 +288,7 @@ def build_trainer(cfg: Config) -> tuple[ray.train.torch.TorchTrainer, dict[str, 
             "videos": len(train_records),
             "decode_failed": len(train_store.failures) if train_store else 0,
             "from_store": train_store is not None,
+            "frame_store": str(train_store.path) if train_store else None,
             "output_dir": str(output),
             # Train v2 dropped `resume_from_checkpoint` (it raises): the workers load it themselves.
             "resume_from": str(last) if (last / CHECKPOINT_FILE).exists() else None,

@@ -15,18 +15,17 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from polling import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -39,24 +38,6 @@ def adaclip_command() -> list[str]:
     """The `adaclip` console script of this interpreter's environment (else `python -m`)."""
     script = Path(sys.executable).with_name("adaclip")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "adaclip_cli.main"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], Any], deadline_s: float, what: str, interval_s: float = POLL_S) -> Any:
-    """Poll `condition` until it returns something truthy (returned), failing at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {deadline_s:g} s: {what}")
-        time.sleep(interval_s)  # poll interval, not a synchronisation delay
 
 
 # ---- processes by session (from /proc) ----------------------------------------------------------
