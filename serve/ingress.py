@@ -510,24 +510,26 @@ class SearchAPI:
     def _index_later(self, stream_id: str) -> None:
         """Index the stream's completed windows in the background (the segment is already durable;
         a failure here is retried on the next segment and after a restart)."""
-        task = asyncio.get_running_loop().create_task(self._index_stream(stream_id))
+        task = asyncio.get_running_loop().create_task(self._index_stream(stream_id, background=True))
         self._stream_tasks.add(task)
         task.add_done_callback(self._stream_tasks.discard)
 
-    async def _index_stream(self, stream_id: str) -> None:
-        """Encode and index every complete, unindexed window of a stream, in order."""
+    async def _index_stream(self, stream_id: str, background: bool = False) -> None:
+        """Encode and index every complete, unindexed window of a stream, in order. In the
+        background a failure is logged (retried on the next segment, or after a restart);
+        otherwise (end of stream, restart) it reaches the caller."""
         async with self._stream_locks.setdefault(stream_id, asyncio.Lock()):
             try:
                 stream = await asyncio.to_thread(self.streams.get, stream_id)
                 version, window_s = await self._version(), await self._window_seconds()
                 for w, segments in sorted(stream.complete_windows(window_s).items()):
                     await self._index_window(stream, w, segments, version)
-            except Exception:  # a background task has no client to answer: log, retry later
+            except Exception:
+                if not background:
+                    raise
                 log.exception(
                     "stream %s: indexing its windows failed; retried on the next segment", stream_id
                 )
-                if not self._reconciled:
-                    raise
 
     async def _index_window(self, stream: Stream, window: int, segments: list, version: str) -> None:
         path = await asyncio.to_thread(self.streams.window_file, stream, segments, self.args.staging_dir)
