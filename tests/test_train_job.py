@@ -21,13 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from processes import http_answers
 
 from adaclip.config import load_config
 from adaclip.data.annotations import read_annotations
@@ -244,16 +243,6 @@ def test_evaluating_with_an_aggregation_the_checkpoint_lacks_is_a_config_error(t
 
 
 # ---------------------------------------------------------------- a cluster: kill, resume, ray job submit
-
-
-def http_answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=2).close()
-    except urllib.error.HTTPError:  # 401 without a token: the server is up
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
-    return True
 
 
 @contextlib.contextmanager

@@ -20,44 +20,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from polling import free_port, wait_until
+from processes import free_port, http_answers, kill_session, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
 RAY = str(Path(sys.executable).with_name("ray"))  # the CLI of the environment running the tests
 POLL_S = 0.2
-
-
-def http_answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=2).close()
-    except urllib.error.HTTPError:  # 401 without a token: the server is up
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
-    return True
-
-
-def session_pids(sid: int) -> list[int]:
-    """Live (non-zombie) processes of session `sid` (the leader's pid), from /proc."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-            state, _ppid, _pgrp, session = stat[stat.rindex(")") + 2 :].split()[:4]
-        except (OSError, ValueError):
-            continue
-        if int(session) == sid and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def last_json_result(log: str) -> dict:
@@ -185,14 +156,7 @@ class LocalCluster:
 
     @staticmethod
     def kill_session(proc: subprocess.Popen, deadline_s: float = 20.0) -> None:
-        deadline = time.monotonic() + deadline_s
-        while pids := session_pids(proc.pid):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"processes survive SIGKILL: {pids}")
-            time.sleep(POLL_S)  # poll interval
+        kill_session(proc.pid, deadline_s=deadline_s)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=deadline_s)
 

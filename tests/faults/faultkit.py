@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any
 
 import httpx
 import yaml
-from polling import free_port, wait_until
+from processes import TAG_VAR, free_port, kill_session, session_processes, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -38,38 +37,6 @@ def adaclip_command() -> list[str]:
     """The `adaclip` console script of this interpreter's environment (else `python -m`)."""
     script = Path(sys.executable).with_name("adaclip")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "adaclip_cli.main"]
-
-
-# ---- processes by session (from /proc) ----------------------------------------------------------
-
-TAG_VAR = "ADACLIP_FAULT_TEST"  # set, with a fresh value, in the environment of each launch
-
-
-def session_processes(sid: int, tag: str | None = None) -> dict[int, str]:
-    """pid -> command line of every live process (zombies excluded) of session `sid`; with `tag`,
-    only those carrying it in their environment (what a launch started, and nothing that reused a
-    pid since: what may be killed)."""
-    found = {}
-    marker = f"{TAG_VAR}={tag}".encode() if tag is not None else None
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-            # fields after the command name (which may hold spaces and parentheses)
-            state, _ppid, _pgrp, session = stat[stat.rindex(")") + 2 :].split()[:4]
-            if int(session) != sid or state == "Z":
-                continue
-            environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0") if marker else []
-            if marker is not None and marker not in environ:
-                continue  # not started by that launch
-            cmd = (
-                Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            )
-        except (OSError, ValueError):
-            continue  # exited meanwhile
-        found[int(entry.name)] = cmd.strip() or f"[{stat[stat.index('(') + 1 : stat.rindex(')')]}]"
-    return found
 
 
 # ---- subprocesses -------------------------------------------------------------------------------
@@ -108,14 +75,7 @@ class Launcher:
     def kill(self, proc: subprocess.Popen, deadline_s: float = 20.0) -> None:
         """SIGKILL `proc` and every process it started until none is left: `kill -9` of all that a
         crash or an OOM kill of the container would take."""
-        deadline = time.monotonic() + deadline_s
-        while procs := self.processes(proc):
-            for pid in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"processes survive SIGKILL: {procs}")
-            time.sleep(POLL_S)  # poll interval
+        kill_session(proc.pid, self.tags[proc.pid], deadline_s)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=deadline_s)  # reap the leader
 
@@ -132,9 +92,7 @@ class Launcher:
 
     def cleanup(self) -> None:
         for sid, tag in self.tags.items():
-            for pid in session_processes(sid, tag):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_session(sid, tag)
         for path in self.temp_dirs:
             shutil.rmtree(path, ignore_errors=True)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from faultkit import ServeApp, session_processes
+from faultkit import ServeApp
+from processes import session_processes
 
 pytestmark = pytest.mark.slow
 
