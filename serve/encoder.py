@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -67,12 +68,15 @@ class VideoEncoder:
         self._encode_batch.set_max_batch_size(batch.max_batch_size)
         self._encode_batch.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
 
+    async def _decode(self, decode: Callable[[str, Config], Any], path: str) -> Any:
+        """`decode(path, cfg)` on the bounded decode pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._decode_pool, decode, path, self.cfg)
+
     async def encode(self, path: str) -> EncodeOutcome:
         """Decode and encode the video at `path` (a staged upload or a file below an ingest root),
         window by window; windows of this and other requests share model batches."""
         try:
-            loop = asyncio.get_running_loop()
-            decoded = await loop.run_in_executor(self._decode_pool, decode_windows_for_model, path, self.cfg)
+            decoded = await self._decode(decode_windows_for_model, path)
         except VideoDecodeError as e:
             return EncodeOutcome(error=e.reason)
         return EncodeOutcome(windows=list(await asyncio.gather(*map(self._encode_batch, decoded))))
@@ -81,8 +85,7 @@ class VideoEncoder:
         """Encode a file holding exactly one window of a live stream (its segments), which begins
         `start` seconds into the stream: the same N-frame sample as that window of the whole file."""
         try:
-            loop = asyncio.get_running_loop()
-            decoded = await loop.run_in_executor(self._decode_pool, decode_for_model, path, self.cfg)
+            decoded = await self._decode(decode_for_model, path)
         except VideoDecodeError as e:
             return EncodeOutcome(error=e.reason)
         shifted = dataclasses.replace(

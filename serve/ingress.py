@@ -22,12 +22,12 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -106,6 +106,7 @@ UPLOAD_BODY = {
 }
 
 
+BodyModel = TypeVar("BodyModel", bound=BaseModel)
 FILTER_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -167,6 +168,14 @@ def authorize_write(headers: Mapping[str, str], allowed_origins: list[str], api_
         raise ApiError(401, "unauthorized", "this route needs the X-API-Key header")
 
 
+def parse_body(model: type[BodyModel], body: bytes) -> BodyModel:
+    """A JSON request body as `model`, else 422 naming the fields."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise ApiError(422, "invalid_request", str(e).replace("\n", " ")) from e
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -200,7 +209,7 @@ class SearchAPI:
         self.index = index
         self.args = AppArgs.model_validate(args)
         self._api_key = self._read_api_key(self.args.api_key_env)
-        self._model_version: str | None = None
+        self._index_info: dict[str, Any] | None = None
         self.media = MediaStore(self.args.media_dir)
         self.streams = StreamStore(self.args.streams_dir)
         self._stream_locks: dict[str, asyncio.Lock] = {}
@@ -228,10 +237,14 @@ class SearchAPI:
             message = str(getattr(e, "cause", None) or e).strip().splitlines()[-1]
             raise ApiError(503, code, message, {"Retry-After": str(self.args.retry_after_s)}) from e
 
+    async def _info(self) -> dict[str, Any]:
+        """The index deployment's model version, dim, backend and window length (fixed while it runs)."""
+        if self._index_info is None:
+            self._index_info = await self._call(self.index.info.remote())
+        return self._index_info
+
     async def _version(self) -> str:
-        if self._model_version is None:
-            self._model_version = (await self._call(self.index.info.remote()))["model_version"]
-        return self._model_version
+        return (await self._info())["model_version"]
 
     async def _settle_media(self) -> None:
         """Once per replica, before media is read or written: settle what a crash left pending."""
@@ -297,10 +310,7 @@ class SearchAPI:
 
     @staticmethod
     def _path_request(body: bytes) -> IngestPathRequest:
-        try:
-            req = IngestPathRequest.model_validate_json(body)
-        except ValidationError as e:
-            raise ApiError(422, "invalid_request", str(e).replace("\n", " ")) from e
+        req = parse_body(IngestPathRequest, body)
         for key in ("path", "title", "source"):
             check_text(getattr(req, key), key)
         check_metadata(req.metadata)
@@ -363,18 +373,15 @@ class SearchAPI:
         """Remove a video from the index, and its file."""
         authorize_write(request.headers, self.args.allowed_origins, self._api_key)
         await self._settle_media()
-        withdrawn = self.media.withdraw(video_id)  # not served from now; back if the delete fails
+        withdrawn = self.media.withdraw(video_id)  # not served from now; back if nothing is deleted
+        deleted = False
         try:
             deleted = await self._call(self.index.delete.remote(video_id))
-        except BaseException:
+        finally:
             if withdrawn is not None:
-                self.media.commit(withdrawn)
-            raise
+                (self.media.discard if deleted else self.media.commit)(withdrawn)
         if not deleted:
-            if withdrawn is not None:
-                self.media.commit(withdrawn)
             raise ApiError(404, "not_found", f"no video with id {video_id!r}")
-        self.media.discard(withdrawn)
         with contextlib.suppress(StreamError):
             await asyncio.to_thread(self.streams.remove, video_id)
         return VideoDeleted(id=video_id)
@@ -437,11 +444,7 @@ class SearchAPI:
         """Open a live stream (JSON `{"title", "metadata"}`, both optional); its id is also the
         video id its windows are searchable under."""
         authorize_write(request.headers, self.args.allowed_origins, self._api_key)
-        body = await read_capped(request.stream(), MAX_JSON_BYTES)
-        try:
-            req = StreamOpen.model_validate_json(body or b"{}")
-        except ValidationError as e:
-            raise ApiError(422, "invalid_request", str(e).replace("\n", " ")) from e
+        req = parse_body(StreamOpen, await read_capped(request.stream(), MAX_JSON_BYTES) or b"{}")
         check_text(req.title, "title")
         check_metadata(req.metadata)
         stream = await asyncio.to_thread(self.streams.create, req.title, req.metadata)
@@ -492,8 +495,7 @@ class SearchAPI:
         return await self._stream_info(await asyncio.to_thread(self.streams.get, stream_id))
 
     async def _window_seconds(self) -> float:
-        info = await self._call(self.index.info.remote())
-        return info.get("window_seconds") or DEFAULT_STREAM_WINDOW_S
+        return (await self._info()).get("window_seconds") or DEFAULT_STREAM_WINDOW_S
 
     async def _stream_info(self, stream: Stream) -> StreamInfo:
         delays = stream.delays(await self._window_seconds())
