@@ -49,7 +49,9 @@ __all__ = [
     "SearchHit",
     "VideoIndex",
     "collection_name",
+    "open_backend",
     "open_index",
+    "server_address",
     "video_id",
     "window_id",
 ]
@@ -64,24 +66,39 @@ def open_index(cfg: IndexConfig, dim: int, model_version: str) -> VideoIndex:
     """
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim must be an int >= 1 (the embedding width), got {dim!r}")
-    name = collection_name(cfg.collection_prefix, model_version)
+    backend = open_backend(cfg, collection_name(cfg.collection_prefix, model_version), dim)
+    return VideoIndex(backend, dim=dim, model_version=model_version, rerank_candidates=cfg.rerank_candidates)
+
+
+def open_backend(cfg: IndexConfig, collection: str, dim: int) -> IndexBackend:
+    """The backend of one named collection (see `open_index`)."""
     if cfg.backend == "edge":
         from adaclip.index.edge import EdgeBackend
 
-        backend: IndexBackend = EdgeBackend(cfg.path, name, dim, frame_datatype=cfg.frame_datatype)
-    else:
-        from adaclip.index.server import ServerBackend
+        return EdgeBackend(cfg.path, collection, dim, frame_datatype=cfg.frame_datatype)
+    from adaclip.index.server import ServerBackend
 
-        url = cfg.url or os.environ.get("QDRANT_URL")
-        if not url:
-            raise ConfigError("index.backend=server needs index.url or the QDRANT_URL environment variable")
-        api_key = cfg.api_key.get_secret_value() if cfg.api_key else os.environ.get("QDRANT_API_KEY") or None
-        layout = {
-            "shard_number": cfg.shards,
-            "replication_factor": cfg.replication_factor,
-            "write_consistency_factor": cfg.write_consistency,
-        }
-        backend = ServerBackend(
-            url, api_key, name, dim, timeout_s=cfg.timeout_s, layout=layout, frame_datatype=cfg.frame_datatype
-        )
-    return VideoIndex(backend, dim=dim, model_version=model_version, rerank_candidates=cfg.rerank_candidates)
+    url, api_key = server_address(cfg)
+    layout = {
+        "shard_number": cfg.shards,
+        "replication_factor": cfg.replication_factor,
+        "write_consistency_factor": cfg.write_consistency,
+    }
+    return ServerBackend(
+        url,
+        api_key,
+        collection,
+        dim,
+        timeout_s=cfg.timeout_s,
+        layout=layout,
+        frame_datatype=cfg.frame_datatype,
+    )
+
+
+def server_address(cfg: IndexConfig) -> tuple[str, str | None]:
+    """(url, API key) of the Qdrant server: `cfg.url` else env QDRANT_URL, `cfg.api_key` else env
+    QDRANT_API_KEY."""
+    url = cfg.url or os.environ.get("QDRANT_URL")
+    if not url:
+        raise ConfigError("index.backend=server needs index.url or the QDRANT_URL environment variable")
+    return url, cfg.api_key.get_secret_value() if cfg.api_key else os.environ.get("QDRANT_API_KEY") or None

@@ -245,8 +245,7 @@ class VideoIndex:
         pid = canonical_id(point_id)
         if pid is None:
             return False
-        ids = [p.id for p in self.backend.retrieve([pid], with_payload=False, with_vectors=False)]
-        ids += [w.id for w in self.windows(pid) if w.id != pid]
+        ids = [w.id for w in self.windows(pid)]  # window 0 (the video id) first
         if not ids:
             return False
         self.backend.delete(ids[::-1])  # window 0 (the video id) last, as it was written
@@ -273,12 +272,16 @@ class VideoIndex:
         vid = canonical_id(video)
         if vid is None:
             return []
-        found = {p.id: p for page in self.backend.scan({KEY_VIDEO_ID: vid}, SCAN_PAGE) for p in page}
-        if vid not in found:
+        first = self.backend.retrieve([vid], with_payload=True, with_vectors=True)
+        if first and int((first[0].payload or {}).get(KEY_NUM_WINDOWS, 1)) == 1:
+            points = first  # a one-window video (or one stored before windows): nothing to scan for
+        else:
+            found = {p.id: p for p in first}
             found.update(
-                {p.id: p for p in self.backend.retrieve([vid], with_payload=True, with_vectors=True)}
+                {p.id: p for page in self.backend.scan({KEY_VIDEO_ID: vid}, SCAN_PAGE) for p in page}
             )
-        points = sorted(found.values(), key=lambda p: int((p.payload or {}).get(KEY_WINDOW, 0)))
+            points = list(found.values())
+        points = sorted(points, key=lambda p: int((p.payload or {}).get(KEY_WINDOW, 0)))
         return [
             IndexedVideo(id=p.id, video=p.video, frames=p.frames, payload=p.payload or {}) for p in points
         ]

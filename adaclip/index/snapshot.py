@@ -55,32 +55,21 @@ def restore(cfg: IndexConfig, collection: str, dim: int, file: Path, force: bool
 
 def open_index_named(cfg: IndexConfig, collection: str, dim: int):
     """The collection `collection` (not derived from a model version) as a VideoIndex."""
-    from adaclip.index import VideoIndex
+    from adaclip.index import VideoIndex, open_backend
 
-    if cfg.backend == "edge":
-        from adaclip.index.edge import EdgeBackend
-
-        backend = EdgeBackend(cfg.path, collection, dim, frame_datatype=cfg.frame_datatype)
-        return VideoIndex(backend, dim=dim, model_version=collection)
-    from adaclip.index.server import ServerBackend
-
-    url, key = _server(cfg)
-    return VideoIndex(
-        ServerBackend(url, key, collection, dim, cfg.timeout_s), dim=dim, model_version=collection
-    )
+    return VideoIndex(open_backend(cfg, collection, dim), dim=dim, model_version=collection)
 
 
 # ---- edge ---------------------------------------------------------------------------------------
 
 
 def _edge_snapshot(cfg: IndexConfig, collection: str, dim: int, out: Path) -> None:
-    from adaclip.index.edge import EdgeBackend
+    from adaclip.index import open_backend
 
     directory = Path(cfg.path) / collection
     if not directory.is_dir():
         raise ConfigError(f"no collection {collection!r} at {cfg.path}")
-    # takes the shard's lock: nobody writes meanwhile
-    backend = EdgeBackend(cfg.path, collection, dim, frame_datatype=cfg.frame_datatype)
+    backend = open_backend(cfg, collection, dim)  # takes the shard's lock: nobody writes meanwhile
     try:
         backend.shard.flush()
         with tarfile.open(out, "w:gz") as tar:
@@ -109,10 +98,11 @@ def _edge_restore(cfg: IndexConfig, collection: str, file: Path, force: bool) ->
 
 
 def _server(cfg: IndexConfig) -> tuple[str, str | None]:
-    url = cfg.url or os.environ.get("QDRANT_URL")
-    if not url or url == ":memory:":
+    from adaclip.index import server_address
+
+    url, key = server_address(cfg)
+    if url == ":memory:":
         raise ConfigError("snapshots of the server backend need a Qdrant server (index.url or QDRANT_URL)")
-    key = cfg.api_key.get_secret_value() if cfg.api_key else os.environ.get("QDRANT_API_KEY")
     return url.rstrip("/"), key
 
 
