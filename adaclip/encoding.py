@@ -19,6 +19,7 @@ import torch
 
 from adaclip.checkpoint import read_checkpoint
 from adaclip.config import Config
+from adaclip.errors import ConfigError
 from adaclip.evaluation import embed_texts
 from adaclip.index import (
     KEY_DURATION,
@@ -35,6 +36,7 @@ from adaclip.index import (
     video_id,
     window_id,
 )
+from adaclip.index.active import ActiveModel
 from adaclip.models import AdaCLIP
 from adaclip.models.aggregation import MeanAggregator
 from adaclip.video.decode import DecodedVideo
@@ -146,6 +148,21 @@ def decode_for_model(path: str | Path, cfg: Config) -> DecodedVideo:
     Raises VideoDecodeError for a missing, empty, truncated, corrupt or non-video file.
     """
     return DecodeSettings.from_config(cfg, train=False).decode(path)
+
+
+def load_active_model(
+    cfg: Config, active: ActiveModel, device: str | torch.device = "cpu"
+) -> tuple[Config, AdaCLIP]:
+    """The config and model an index's active record names (`adaclip.index.active`); ConfigError
+    when they no longer give the recorded version (the checkpoint changed on disk)."""
+    resolved = resolve_config(cfg, active.checkpoint)
+    model = load_encoder_model(resolved, active.checkpoint, device, active.seed)
+    if model.model_version != active.model_version:
+        raise ConfigError(
+            f"checkpoint {active.checkpoint} (seed {active.seed}) now gives model {model.model_version}, "
+            f"the index's active model is {active.model_version}"
+        )
+    return resolved, model
 
 
 def decode_windows_for_model(path: str | Path, cfg: Config) -> list[DecodedVideo]:

@@ -29,3 +29,8 @@ class IndexUnavailableError(AdaclipError):
 
 class IndexBusyError(AdaclipError):
     """The index has as much of some bounded work (exact searches) as it takes; retry later (503)."""
+
+
+class ModelChangedError(IndexBusyError):
+    """Vectors of another model than the index's active one (the service moved to a new model
+    while the request ran); retrying uses the new model (503)."""

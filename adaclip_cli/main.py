@@ -15,7 +15,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("ray_jobs.evaluate", "evaluate a checkpoint or a zero-shot open_clip model"),
     "experiment": ("ray_jobs.experiment", "experiments, e.g. `experiment selection`"),
     "ingest": ("ray_jobs.ingest", "bulk-ingest a directory or annotation file into the index"),
-    "index": ("adaclip_cli.index", "snapshot or restore the index (embedded Edge or a Qdrant server)"),
+    "index": (
+        "adaclip_cli.index",
+        "snapshot, restore or drop a collection (embedded Edge or a Qdrant server)",
+    ),
+    "reindex": ("adaclip_cli.reindex", "move a running service's index to a new model (collection alias)"),
     "serve": ("serve.run", "start the Ray Serve search app"),
     "search": ("serve.client", "query a running search service"),
     "demo": ("adaclip_cli.demo", "the whole product end to end on embedded defaults"),

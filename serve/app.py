@@ -89,7 +89,7 @@ def build_application(args: AppArgs, deployments: DeploymentOptions | None = Non
             },
             **extra.get("IndexService", {}),
         }
-    ).bind(spec)
+    ).bind(spec, str(args.media_dir), str(args.streams_dir))
     ingress_options = {"ray_actor_options": {"num_cpus": args.ingress_cpus}, **extra.get("SearchAPI", {})}
     return SearchAPI.options(**ingress_options).bind(encoder, index, args.model_dump(mode="json"))
 

@@ -27,10 +27,12 @@ from adaclip.encoding import (
     decode_for_model,
     decode_windows_for_model,
     encode_decoded,
+    load_active_model,
     load_encoder_model,
     resolve_config,
 )
-from adaclip.errors import VideoDecodeError
+from adaclip.errors import ModelChangedError, VideoDecodeError
+from adaclip.index.active import ActiveModel
 from adaclip.video.decode import DecodedVideo
 from serve.schemas import BatchConfig, ModelSpec
 
@@ -43,6 +45,7 @@ class EncodeOutcome:
 
     windows: list[EncodedVideo] | None = None
     error: str | None = None
+    model_version: str = ""  # the model that encoded it
 
 
 def serving_device() -> str:
@@ -58,8 +61,10 @@ class VideoEncoder:
 
     def __init__(self, spec: dict[str, Any]):
         model_spec = ModelSpec.model_validate(spec)
-        self.cfg = resolve_config(Config.model_validate(model_spec.config), model_spec.checkpoint)
+        self.base_cfg = Config.model_validate(model_spec.config)
+        self.cfg = resolve_config(self.base_cfg, model_spec.checkpoint)
         self.model = load_encoder_model(self.cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
+        self._model_lock = asyncio.Lock()
         self._decode_pool = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
@@ -72,18 +77,35 @@ class VideoEncoder:
         """`decode(path, cfg)` on the bounded decode pool."""
         return await asyncio.get_running_loop().run_in_executor(self._decode_pool, decode, path, self.cfg)
 
-    async def encode(self, path: str) -> EncodeOutcome:
+    async def _follow(self, active: dict[str, Any] | None) -> None:
+        """Load the index's active model (`adaclip.index.active`) when it is not this one's: the
+        index moved to a new model (`adaclip reindex`) or was already on one at start."""
+        if active is None or active["model_version"] == self.model.model_version:
+            return
+        async with self._model_lock:
+            if active["model_version"] != self.model.model_version:
+                self.cfg, self.model = await asyncio.to_thread(
+                    load_active_model, self.base_cfg, ActiveModel.model_validate(active), serving_device()
+                )
+
+    async def encode(self, path: str, active: dict[str, Any] | None = None) -> EncodeOutcome:
         """Decode and encode the video at `path` (a staged upload or a file below an ingest root),
-        window by window; windows of this and other requests share model batches."""
+        window by window, with the index's `active` model; windows of this and other requests
+        share model batches."""
+        await self._follow(active)
         try:
             decoded = await self._decode(decode_windows_for_model, path)
         except VideoDecodeError as e:
             return EncodeOutcome(error=e.reason)
-        return EncodeOutcome(windows=list(await asyncio.gather(*map(self._encode_batch, decoded))))
+        encoded = await asyncio.gather(*map(self._encode_batch, decoded))
+        return self._outcome(encoded)
 
-    async def encode_window(self, path: str, start: float, window: int) -> EncodeOutcome:
+    async def encode_window(
+        self, path: str, start: float, window: int, active: dict[str, Any] | None = None
+    ) -> EncodeOutcome:
         """Encode a file holding exactly one window of a live stream (its segments), which begins
         `start` seconds into the stream: the same N-frame sample as that window of the whole file."""
+        await self._follow(active)
         try:
             decoded = await self._decode(decode_for_model, path)
         except VideoDecodeError as e:
@@ -98,11 +120,21 @@ class VideoEncoder:
             window_start=start,
             window_end=start + decoded.duration,
         )
-        return EncodeOutcome(windows=[await self._encode_batch(shifted)])
+        return self._outcome([await self._encode_batch(shifted)])
+
+    @staticmethod
+    def _outcome(encoded: list[tuple[str, EncodedVideo]]) -> EncodeOutcome:
+        versions = {version for version, _ in encoded}
+        if len(versions) != 1:
+            raise ModelChangedError("the encoder moved to another model while encoding; retry")
+        return EncodeOutcome(windows=[w for _, w in encoded], model_version=versions.pop())
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def _encode_batch(self, decoded: list[DecodedVideo]) -> list[EncodedVideo]:
-        return await asyncio.to_thread(encode_decoded, self.model, decoded)
+    async def _encode_batch(self, decoded: list[DecodedVideo]) -> list[tuple[str, EncodedVideo]]:
+        """(model version, encoded window) of each window, all by one model."""
+        model = self.model
+        encoded = await asyncio.to_thread(encode_decoded, model, decoded)
+        return [(model.model_version, e) for e in encoded]
 
     def model_version(self) -> str:
         return self.model.model_version

@@ -19,16 +19,20 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from ray import serve
 
 from adaclip.config import Config
-from adaclip.encoding import encode_queries, load_encoder_model, resolve_config
-from adaclip.errors import IndexBusyError, IndexUnavailableError
+from adaclip.encoding import encode_queries, load_active_model, load_encoder_model, resolve_config
+from adaclip.errors import ConfigError, IndexBusyError, IndexUnavailableError, ModelChangedError
 from adaclip.index import (
     KEY_DURATION,
+    KEY_MODEL_VERSION,
+    KEY_SOURCE,
     KEY_WINDOW,
     KEY_WINDOW_END,
     KEY_WINDOW_START,
@@ -36,8 +40,14 @@ from adaclip.index import (
     VideoIndex,
     open_index,
 )
+from adaclip.index.active import ActiveModel
+from adaclip.models import AdaCLIP
+from adaclip.reindex import ReindexReport, reindex_pass, remove_deleted
 from serve.encoder import serving_device
+from serve.http_errors import log
+from serve.media import MediaStore
 from serve.schemas import BatchConfig, ModelSpec
+from serve.streams import StreamStore
 
 T = TypeVar("T")
 REOPEN_EVERY_S = 1.0  # at most one attempt to (re)open an unreachable index per this many seconds
@@ -55,6 +65,25 @@ def window_info(point_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Serving:
+    """The model searches embed queries with, and what rebuilds it (the active record's fields)."""
+
+    cfg: Config  # resolved: the checkpoint's model and data sections
+    model: AdaCLIP
+    checkpoint: str | None
+    seed: int
+
+    @property
+    def version(self) -> str:
+        return self.model.model_version
+
+    def active(self, collection: str) -> ActiveModel:
+        return ActiveModel(
+            collection=collection, model_version=self.version, checkpoint=self.checkpoint, seed=self.seed
+        )
+
+
 @serve.deployment(
     name="IndexService",
     num_replicas=1,
@@ -63,16 +92,16 @@ def window_info(point_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     ray_actor_options={"num_cpus": 0.4},
 )
 class IndexService:
-    """Search, add, get, delete and count videos of one collection (one model version)."""
+    """Search, add, get, delete and count videos of the active collection (one model version)."""
 
-    def __init__(self, spec: dict[str, Any]):
+    def __init__(self, spec: dict[str, Any], media_dir: str | None = None, streams_dir: str | None = None):
         model_spec = ModelSpec.model_validate(spec)
-        self.cfg = resolve_config(Config.model_validate(model_spec.config), model_spec.checkpoint)
-        self.model = load_encoder_model(self.cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
-        self.model_version = self.model.model_version
-        self.dim = int(self.model.embed_dim)
-        self.temperature = self.cfg.model.qscore_temperature
-        self.variant = self.cfg.model.qscore_variant
+        self.base_cfg = Config.model_validate(model_spec.config)
+        cfg = resolve_config(self.base_cfg, model_spec.checkpoint)
+        model = load_encoder_model(cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
+        self.serving = Serving(cfg, model, model_spec.checkpoint, model_spec.seed)
+        self.media = MediaStore(media_dir) if media_dir else None
+        self.streams = StreamStore(streams_dir) if streams_dir else None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
         self._exact_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-exact")
         self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-health")
@@ -80,6 +109,7 @@ class IndexService:
         self._index: VideoIndex | None = None
         self._last_error = "not opened yet"
         self._last_try = 0.0
+        self._reindex: dict[str, Any] = {"state": "idle"}
         with contextlib.suppress(IndexUnavailableError):  # answered as 503 until it can be opened
             self._open()
 
@@ -91,19 +121,40 @@ class IndexService:
     # ---- index access ----------------------------------------------------------------------
 
     def _open(self) -> VideoIndex:
-        """The open index, opening it now if needed; IndexUnavailableError while unreachable."""
+        """The open index, opening it now if needed; IndexUnavailableError while unreachable.
+
+        The index's active record decides the model: a service started with another model than
+        the active one follows the record (after `adaclip reindex` the old config may still name
+        the old checkpoint); the first service records its own model."""
         if self._index is not None:
             return self._index
         now = time.monotonic()
         if now - self._last_try < REOPEN_EVERY_S:
             raise IndexUnavailableError(f"index unavailable: {self._last_error}")
         self._last_try = now
+        serving = self.serving
         try:
-            self._index = open_index(self.cfg.index, self.dim, self.model_version)
+            index = open_index(serving.cfg.index, int(serving.model.embed_dim), serving.version)
+            active = index.backend.read_active(serving.cfg.index.collection_prefix)
+            if active is None:
+                index.backend.write_active(
+                    serving.cfg.index.collection_prefix, serving.active(index.backend.collection)
+                )
+            elif active.model_version != serving.version:
+                index.close()
+                cfg, model = load_active_model(self.base_cfg, active, serving_device())
+                log.warning(
+                    "serving the index's active model %s, not the configured %s",
+                    active.model_version,
+                    serving.version,
+                )
+                serving = Serving(cfg, model, active.checkpoint, active.seed)
+                index = open_index(cfg.index, int(model.embed_dim), model.model_version)
         except IndexUnavailableError as e:
             self._last_error = str(e)
             raise
-        return self._index
+        self.serving, self._index = serving, index
+        return index
 
     async def _run(self, fn: Any, *args: Any, pool: ThreadPoolExecutor | None = None) -> Any:
         """Run `fn(index, *args)` on the index thread (or `pool`)."""
@@ -116,21 +167,32 @@ class IndexService:
     # ---- text ------------------------------------------------------------------------------
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _embed(self, texts: list[str]) -> list[np.ndarray]:
-        vectors = await asyncio.to_thread(
-            encode_queries, self.model, texts, self.cfg.data.max_text_tokens
-        )  # (T, D)
-        return list(vectors)
+    async def _embed(self, queries: list[tuple[Serving, str]]) -> list[np.ndarray]:
+        """Embed (model, text) pairs: one model call per model (two only while switching models)."""
+        out: list[np.ndarray] = [np.empty(0)] * len(queries)
+        for serving in {id(s): s for s, _ in queries}.values():
+            members = [i for i, (s, _) in enumerate(queries) if s is serving]
+            texts = [queries[i][1] for i in members]
+            vectors = await asyncio.to_thread(
+                encode_queries, serving.model, texts, serving.cfg.data.max_text_tokens
+            )  # (T, D)
+            for i, v in zip(members, vectors, strict=True):
+                out[i] = v
+        return out
 
     # ---- API used by the ingress -------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        """Model version, dim and backend; answers even while the index is unreachable."""
+        """The active model (version, dim, how to rebuild it), backend and window length; answers
+        even while the index is unreachable."""
+        serving = self.serving
+        collection = self._index.backend.collection if self._index is not None else ""
         return {
-            "model_version": self.model_version,
-            "dim": self.dim,
-            "backend": self.cfg.index.backend,
-            "window_seconds": self.cfg.index.window_seconds,
+            "model_version": serving.version,
+            "dim": int(serving.model.embed_dim),
+            "backend": serving.cfg.index.backend,
+            "window_seconds": serving.cfg.index.window_seconds,
+            "active": serving.active(collection).model_dump(),
         }
 
     async def health(self) -> dict[str, Any]:
@@ -144,8 +206,18 @@ class IndexService:
     async def add(self, windows: list[IndexedVideo]) -> tuple[bool, dict[str, Any]]:
         """Insert a video's windows (window 0 first, its id the video's) unless the video is stored:
         (created, stored payload of window 0). One `created` among racing uploads, also across
-        replicas on a Qdrant server (`VideoIndex.insert`)."""
-        return await self._run(lambda index: index.insert(windows))
+        replicas on a Qdrant server (`VideoIndex.insert`). ModelChangedError (503) for vectors of
+        another model than the active one."""
+
+        def add(index: VideoIndex) -> tuple[bool, dict[str, Any]]:
+            others = {w.payload.get(KEY_MODEL_VERSION) for w in windows} - {None, index.model_version}
+            if others:
+                raise ModelChangedError(
+                    f"vectors of model {sorted(others)} for the index of {index.model_version}; retry"
+                )
+            return index.insert(windows)
+
+        return await self._run(add)
 
     async def get(self, video: str) -> dict[str, Any] | None:
         """A stored video: window 0's payload, its frame count and every window's span."""
@@ -172,27 +244,44 @@ class IndexService:
         group: bool = True,
     ) -> list[dict[str, Any]]:
         """Embed `query` (batched with concurrent queries) and search: hits as plain dicts, one per
-        video (its best window) or, without `group`, one per window."""
-        vector = await self._embed(query)
+        video (its best window) or, without `group`, one per window. A search that straddles a
+        switch to a new model runs again with it (a query vector only fits its own model's index)."""
+        for _ in range(3):
+            serving = self.serving
+            vector = await self._embed((serving, query))
 
-        def search(index: VideoIndex) -> list[dict[str, Any]]:
-            hits = index.search(
-                vector, k, mode, filters or None, candidates, self.temperature, self.variant, group
-            )
-            return [
-                {
-                    "id": h.video,
-                    "score": h.score,
-                    "moment": h.moment,
-                    "frame_index": h.frame_index,
-                    "window": window_info(h.id, h.payload),
-                    "payload": h.payload,
-                }
-                for h in hits
-            ]
+            def search(index: VideoIndex, serving: Serving = serving, vector: np.ndarray = vector) -> Any:
+                if index.model_version != serving.version:
+                    return None
+                mcfg = serving.cfg.model
+                hits = index.search(
+                    vector,
+                    k,
+                    mode,
+                    filters or None,
+                    candidates,
+                    mcfg.qscore_temperature,
+                    mcfg.qscore_variant,
+                    group,
+                )
+                return [
+                    {
+                        "id": h.video,
+                        "score": h.score,
+                        "moment": h.moment,
+                        "frame_index": h.frame_index,
+                        "window": window_info(h.id, h.payload),
+                        "payload": h.payload,
+                    }
+                    for h in hits
+                ]
 
-        if mode != "exact":
-            return await self._run(search)
+            found = await (self._search_exact(search) if mode == "exact" else self._run(search))
+            if found is not None:
+                return found
+        raise ModelChangedError("the index moved to another model during the search; retry")
+
+    async def _search_exact(self, search: Any) -> Any:
         if self._exact_waiting >= EXACT_QUEUE:
             raise IndexBusyError(f"{EXACT_QUEUE} exact searches are already running or queued; retry later")
         self._exact_waiting += 1
@@ -200,6 +289,115 @@ class IndexService:
             return await self._run(search, pool=self._exact_pool)
         finally:
             self._exact_waiting -= 1
+
+    # ---- moving to a new model -------------------------------------------------------------------
+
+    def reindex_status(self) -> dict[str, Any]:
+        return dict(self._reindex)
+
+    async def reindex(
+        self, checkpoint: str | None, seed: int = 0, allow_missing: bool = False
+    ) -> dict[str, Any]:
+        """Start moving the index to the model of `checkpoint` (see `_reindex_job`); its status.
+        One at a time per replica (run it against one replica: the ingress does)."""
+        if self._reindex["state"] == "running":
+            return self.reindex_status()
+        if self.media is None:
+            raise ConfigError("this index deployment was started without a media directory to reindex from")
+        self._reindex = {
+            "state": "running",
+            "checkpoint": checkpoint,
+            "from_version": self.serving.version,
+            "started": time.time(),
+        }
+        task = asyncio.get_running_loop().run_in_executor(
+            None, self._reindex_job, checkpoint, seed, allow_missing
+        )
+        task.add_done_callback(self._reindex_done)
+        return self.reindex_status()
+
+    def _reindex_done(self, task: asyncio.Future) -> None:
+        error = task.exception()
+        if error is None:
+            self._reindex = {**self._reindex, "state": "done", **task.result()}
+        else:
+            log.error("reindex failed: %s", error, exc_info=error)
+            self._reindex = {**self._reindex, "state": "failed", "error": str(error)}
+
+    def _reindex_job(self, checkpoint: str | None, seed: int, allow_missing: bool) -> dict[str, Any]:
+        """Build the new model's collection from the kept files while searches and uploads go on;
+        then, on the index thread (writes wait), re-encode what arrived meanwhile, drop what was
+        deleted, switch the active record and this service in one step, and release the old
+        collection (removable with `adaclip index drop`)."""
+        cfg = resolve_config(self.base_cfg, checkpoint)
+        model = load_encoder_model(cfg, checkpoint, serving_device(), seed)
+        new_serving = Serving(cfg, model, checkpoint, seed)
+        old = self._open()
+        if new_serving.version == old.model_version:
+            return {
+                "to": new_serving.version,
+                "copied": 0,
+                "present": old.count(),
+                "missing": {},
+                "removed": 0,
+            }
+        new = open_index(self.serving.cfg.index, int(model.embed_dim), new_serving.version)
+        try:
+            report = reindex_pass(old, new, model, cfg, self._find_media)
+            self._link_media(report)
+
+            def switch(old: VideoIndex) -> dict[str, Any]:
+                final = reindex_pass(old, new, model, cfg, self._find_media)
+                self._link_media(final)
+                removed = remove_deleted(new, final.moved)
+                if final.missing and not allow_missing:
+                    raise ConfigError(
+                        f"{len(final.missing)} videos cannot be re-encoded (not switched; rerun with "
+                        f"allow_missing to leave them out): {dict(list(final.missing.items())[:5])}"
+                    )
+                new.backend.write_active(
+                    cfg.index.collection_prefix, new_serving.active(new.backend.collection)
+                )
+                self.serving, self._index = new_serving, new
+                if self.media is not None:
+                    for old_id, new_id in final.moved.items():
+                        if old_id != new_id and old_id not in final.missing:
+                            self.media.unlink(old_id)
+                self._exact_pool.submit(old.close)  # after a running exact search over it
+                return {
+                    "copied": report.copied + final.copied,
+                    "missing": final.missing,
+                    "removed": len(removed),
+                }
+
+            switched = self._pool.submit(lambda: switch(self._open())).result()
+        except BaseException:
+            if self._index is not new:
+                new.close()
+            raise
+        return {
+            "to": new_serving.version,
+            "collection": new.backend.collection,
+            "present": report.present,
+            **switched,
+        }
+
+    def _find_media(self, video: str, payload: dict[str, Any]) -> Path | None:
+        """A stored video's kept file: the uploaded copy, a live stream's file, or (bulk
+        ingestion) the source path."""
+        found = self.media.find(video) if self.media is not None else None
+        if found is None and self.streams is not None:
+            found = self.streams.media(video)
+        source = Path(str(payload.get(KEY_SOURCE) or ""))
+        if found is None and source.is_absolute() and source.is_file():
+            found = source
+        return found
+
+    def _link_media(self, report: ReindexReport) -> None:
+        if self.media is not None:
+            for old_id, new_id in report.moved.items():
+                if old_id != new_id:
+                    self.media.link(old_id, new_id)
 
     def __del__(self) -> None:
         """Serve calls this on graceful shutdown: flush and release the shard for the next owner."""

@@ -35,10 +35,17 @@ from ray.serve.handle import DeploymentHandle
 
 from adaclip.config import MAX_RERANK_CANDIDATES
 from adaclip.encoding import KEY_CONTENT_HASH, to_indexed
-from adaclip.errors import ConfigError, IndexBusyError, IndexUnavailableError, VideoDecodeError
+from adaclip.errors import (
+    ConfigError,
+    IndexBusyError,
+    IndexUnavailableError,
+    ModelChangedError,
+    VideoDecodeError,
+)
 from adaclip.index import KEY_DURATION, KEY_SOURCE, KEY_TIMESTAMPS, KEY_TITLE, video_id
 from adaclip.index.base import canonical_id
 from adaclip.video.probe import probe_video
+from serve.encoder import EncodeOutcome
 from serve.http_errors import ApiError, install_error_handlers, log
 from serve.media import MEDIA_TYPES, MediaStore, thumbnail_png
 from serve.schemas import (
@@ -50,6 +57,8 @@ from serve.schemas import (
     IndexedWindow,
     IngestPathRequest,
     Mode,
+    ReindexRequest,
+    ReindexStatus,
     SearchResponse,
     SearchResult,
     StatsResponse,
@@ -79,6 +88,7 @@ app = FastAPI(
 install_error_handlers(app)
 
 SEARCH_PAGE = Path(__file__).with_name("static") / "index.html"
+INFO_TTL_S = 2.0  # the ingress asks the index for its active model again after this long
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 422, 503, 507)}
 MAX_JSON_BYTES = 64 * 1024  # a JSON request body (ingest by path)
 MAX_METADATA_DEPTH = 8  # nesting of objects and lists in metadata
@@ -210,6 +220,7 @@ class SearchAPI:
         self.args = AppArgs.model_validate(args)
         self._api_key = self._read_api_key(self.args.api_key_env)
         self._index_info: dict[str, Any] | None = None
+        self._info_at = 0.0
         self.media = MediaStore(self.args.media_dir)
         self.streams = StreamStore(self.args.streams_dir)
         self._stream_locks: dict[str, asyncio.Lock] = {}
@@ -232,16 +243,31 @@ class SearchAPI:
         bounded path is 503 with Retry-After."""
         try:
             return await response
+        except ModelChangedError:
+            self._index_info = None  # the index moved to another model: ask again
+            raise
         except (IndexUnavailableError, IndexBusyError, BackPressureError, RayActorError) as e:
             code = "index_unavailable" if isinstance(e, IndexUnavailableError | RayActorError) else "busy"
             message = str(getattr(e, "cause", None) or e).strip().splitlines()[-1]
             raise ApiError(503, code, message, {"Retry-After": str(self.args.retry_after_s)}) from e
 
     async def _info(self) -> dict[str, Any]:
-        """The index deployment's model version, dim, backend and window length (fixed while it runs)."""
-        if self._index_info is None:
+        """The index deployment's active model, dim, backend and window length, asked again every
+        INFO_TTL_S (the index moves to a new model with `adaclip reindex`)."""
+        if self._index_info is None or time.monotonic() - self._info_at > INFO_TTL_S:
             self._index_info = await self._call(self.index.info.remote())
+            self._info_at = time.monotonic()
         return self._index_info
+
+    async def _encode(self, call: Any, *args: Any) -> EncodeOutcome:
+        """An encoder call with the index's active model; ModelChangedError (503) when the model
+        that encoded is not the one the caller's ids were made for."""
+        info = await self._info()
+        outcome = await self._call(call.remote(*args, active=info["active"]))
+        if outcome.error is None and outcome.model_version != info["model_version"]:
+            self._index_info = None
+            raise ModelChangedError("the index is moving to another model; retry")
+        return outcome
 
     async def _version(self) -> str:
         return (await self._info())["model_version"]
@@ -329,7 +355,7 @@ class SearchAPI:
             return self._created(vid, False, stored["payload"])  # the same bytes are indexed
         windows = None
         if stored is None:  # new bytes: decode and encode
-            outcome = await self._call(self.encoder.encode.remote(str(staged.path)))
+            outcome = await self._encode(self.encoder.encode, str(staged.path))
             if outcome.error is not None:
                 raise ApiError(415, "not_a_video", f"{name}: not a decodable video ({outcome.error})")
             windows = [
@@ -536,9 +562,7 @@ class SearchAPI:
     async def _index_window(self, stream: Stream, window: int, segments: list, version: str) -> None:
         path = await asyncio.to_thread(self.streams.window_file, stream, segments, self.args.staging_dir)
         try:
-            outcome = await self._call(
-                self.encoder.encode_window.remote(str(path), segments[0].start, window)
-            )
+            outcome = await self._encode(self.encoder.encode_window, str(path), segments[0].start, window)
         finally:
             remove_quietly(path)
         if outcome.error is not None:  # its segments probed as video: log it, do not retry forever
@@ -570,6 +594,26 @@ class SearchAPI:
         info = await self._call(self.index.health.remote())
         await self._settle_media()
         return HealthResponse(status="ok", model_version=info["model_version"], backend=info["backend"])
+
+    @app.post("/admin/reindex", status_code=202, response_model=ReindexStatus, responses=ERRORS)
+    async def start_reindex(self, request: Request) -> ReindexStatus:
+        """Move the index to the model of a checkpoint (`adaclip reindex`): every stored video is
+        re-encoded from its kept file into the new model's collection while this one keeps
+        serving, then searches and uploads switch in one step. Poll GET /admin/reindex."""
+        authorize_write(request.headers, self.args.allowed_origins, self._api_key)
+        req = parse_body(ReindexRequest, await read_capped(request.stream(), MAX_JSON_BYTES))
+        checkpoint = str(req.checkpoint.expanduser().resolve()) if req.checkpoint else None
+        if checkpoint is not None and not Path(checkpoint).exists():
+            raise ApiError(422, "invalid_request", f"checkpoint {req.checkpoint} does not exist")
+        await self._settle_media()
+        return ReindexStatus(
+            **await self._call(self.index.reindex.remote(checkpoint, req.seed, req.allow_missing))
+        )
+
+    @app.get("/admin/reindex", response_model=ReindexStatus, responses=ERRORS)
+    async def reindex_status(self) -> ReindexStatus:
+        """The last reindex of this index: idle, running, done (with counts) or failed (why)."""
+        return ReindexStatus(**await self._call(self.index.reindex_status.remote()))
 
     @app.get("/stats", response_model=StatsResponse, responses=ERRORS)
     async def stats(self) -> StatsResponse:

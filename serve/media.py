@@ -119,6 +119,24 @@ class MediaStore:
         os.replace(path, pending)
         return pending
 
+    def link(self, video_id: str, other_id: str) -> None:
+        """Serve `video_id`'s file under `other_id` as well (the same video under a new model's
+        id after a reindex): a hard link, a copy where links are not possible."""
+        source, target_id = self.find(video_id), _canonical(other_id)
+        if source is None or self.find(target_id) is not None:
+            return
+        target = self.root / f"{target_id}{source.suffix}"
+        try:
+            os.link(source, target)
+        except OSError:
+            self.commit(self.prepare(target_id, source))
+
+    def unlink(self, video_id: str) -> None:
+        """Stop serving `video_id`'s file under that name (its other names keep it)."""
+        path = self.find(video_id)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
     async def reconcile(self, is_indexed: Callable[[str], Awaitable[bool]]) -> tuple[int, int]:
         """Settle `.pending/` after a crash: a file whose point exists is committed; one without a
         point is deleted once older than PENDING_GRACE_S (younger ones may belong to an upload in

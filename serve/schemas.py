@@ -118,6 +118,28 @@ class BatchConfig(Strict):
 # ---- HTTP bodies ------------------------------------------------------------------------------
 
 
+class ReindexRequest(Strict):
+    checkpoint: Path | None = Field(description="the new model's checkpoint, on the serving machines")
+    seed: int = Field(default=0, description="seed of a random-init model (no checkpoint)")
+    allow_missing: bool = Field(
+        default=False, description="switch even if some videos cannot be re-encoded (they are left out)"
+    )
+
+
+class ReindexStatus(BaseModel):
+    state: Literal["idle", "running", "done", "failed"]
+    checkpoint: str | None = None
+    from_version: str | None = None
+    to: str | None = None
+    collection: str | None = None
+    copied: int | None = None
+    present: int | None = None
+    removed: int | None = None
+    missing: dict[str, str] | None = None
+    error: str | None = None
+    started: float | None = None
+
+
 class ErrorBody(BaseModel):
     code: str = Field(description="stable machine code, e.g. not_a_video, too_large, not_found")
     message: str

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from adaclip.index.active import ActiveModel
 from adaclip.index.rescoring import (
     QscoreVariant,
     best_first,
@@ -185,6 +186,14 @@ class IndexBackend(ABC):
     def scan(self, filters: dict[str, FilterValue] | None, page_size: int) -> Iterator[list[StoredPoint]]:
         """Every point matching `filters`, in pages, with payload and frames."""
 
+    @abstractmethod
+    def read_active(self, alias: str) -> ActiveModel | None:
+        """The active record of this store (`adaclip.index.active`), None before one is written."""
+
+    @abstractmethod
+    def write_active(self, alias: str, active: ActiveModel) -> None:
+        """Make `active` the live collection in one step."""
+
     def optimize(self) -> None:  # noqa: B027 - optional hook, a no-op where the engine optimises itself
         """Build indexes for recently written points so that searches are fast again."""
 
@@ -285,6 +294,13 @@ class VideoIndex:
         return [
             IndexedVideo(id=p.id, video=p.video, frames=p.frames, payload=p.payload or {}) for p in points
         ]
+
+    def videos(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, window 0's payload) of every stored video, in storage order."""
+        for page in self.backend.scan(None, SCAN_PAGE):
+            for p in page:
+                if int((p.payload or {}).get(KEY_WINDOW, 0)) == 0:
+                    yield p.id, p.payload or {}
 
     def exists(self, ids: Sequence[str]) -> set[str]:
         """The subset of `ids` already stored (canonical UUID strings), for resumable ingestion."""

@@ -15,6 +15,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from adaclip.errors import ConfigError, IndexUnavailableError
+from adaclip.index.active import ActiveModel, read_record_file, write_record_file
 from adaclip.index.base import (
     FRAMES_VECTOR,
     KEY_WINDOW,
@@ -154,6 +155,12 @@ class EdgeBackend(IndexBackend):
                 yield [stored_point(r) for r in records]
             if offset is None:
                 return
+
+    def read_active(self, alias: str) -> ActiveModel | None:
+        return read_record_file(self.path.parent, alias)
+
+    def write_active(self, alias: str, active: ActiveModel) -> None:
+        write_record_file(self.path.parent, alias, active)
 
     def optimize(self) -> None:
         self.shard.optimize()

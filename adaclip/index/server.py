@@ -16,7 +16,9 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from adaclip.config import IndexConfig
 from adaclip.errors import ConfigError, IndexUnavailableError
+from adaclip.index.active import ActiveModel, read_alias, switch_alias
 from adaclip.index.base import (
     FRAMES_VECTOR,
     KEY_WINDOW,
@@ -56,6 +58,26 @@ def _filter(filters: dict[str, FilterValue] | None) -> models.Filter | None:
     )
 
 
+def make_client(url: str, api_key: str | None, timeout_s: float) -> QdrantClient:
+    if url == MEMORY:
+        return QdrantClient(location=MEMORY)
+    return QdrantClient(
+        url=url, api_key=api_key, timeout=max(1, math.ceil(timeout_s)), check_compatibility=False
+    )
+
+
+@contextmanager
+def server_client(cfg: IndexConfig) -> Iterator[QdrantClient]:
+    """A client of the configured server, closed after use (for commands that open no collection)."""
+    from adaclip.index import server_address
+
+    client = make_client(*server_address(cfg), cfg.timeout_s)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 class ServerBackend(IndexBackend):
     """One collection on a Qdrant server, created (with keyword payload indexes) if missing."""
 
@@ -76,12 +98,7 @@ class ServerBackend(IndexBackend):
         self.url = url
         self.layout = layout or {}
         self.frame_datatype = frame_datatype
-        if url == MEMORY:
-            self.client = QdrantClient(location=MEMORY)
-        else:
-            self.client = QdrantClient(
-                url=url, api_key=api_key, timeout=max(1, math.ceil(timeout_s)), check_compatibility=False
-            )
+        self.client = make_client(url, api_key, timeout_s)
         self._ensure_collection(dim)
 
     @contextmanager
@@ -197,6 +214,14 @@ class ServerBackend(IndexBackend):
                 yield [stored_point(r) for r in records]
             if offset is None:
                 return
+
+    def read_active(self, alias: str) -> ActiveModel | None:
+        with self._reachable():
+            return read_alias(self.client, alias)
+
+    def write_active(self, alias: str, active: ActiveModel) -> None:
+        with self._reachable():
+            switch_alias(self.client, alias, active)
 
     def info(self) -> dict[str, Any]:
         return {}  # not the URL: /stats is public and the address of the database is not its business

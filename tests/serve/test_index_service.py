@@ -30,7 +30,8 @@ def test_a_stuck_exact_search_blocks_neither_health_nor_writes_and_exact_is_boun
     service = IndexService.func_or_class(
         {"config": cfg.model_dump(mode="json"), "checkpoint": None, "seed": 0}
     )
-    query = np.ones(service.dim, np.float32) / np.sqrt(service.dim)
+    dim = int(service.serving.model.embed_dim)
+    query = np.ones(dim, np.float32) / np.sqrt(dim)
 
     async def embed(text: str) -> np.ndarray:  # the text batcher needs a Serve replica; not under test
         return query
@@ -47,7 +48,7 @@ def test_a_stuck_exact_search_blocks_neither_health_nor_writes_and_exact_is_boun
     service._index.search = stuck
 
     async def scenario() -> None:
-        await service.add([point(0, service.model_version, service.dim)])
+        await service.add([point(0, service.serving.version, dim)])
         exact = [asyncio.create_task(service.search("q", 3, "exact")) for _ in range(EXACT_QUEUE)]
         for _ in range(100):  # scheduling points until all have started (none can finish)
             if service._exact_waiting == EXACT_QUEUE:
@@ -56,7 +57,7 @@ def test_a_stuck_exact_search_blocks_neither_health_nor_writes_and_exact_is_boun
         with pytest.raises(IndexBusyError):
             await service.search("q", 3, "exact")
         health = await asyncio.wait_for(service.health(), 30)
-        created, _ = await asyncio.wait_for(service.add([point(1, service.model_version, service.dim)]), 30)
+        created, _ = await asyncio.wait_for(service.add([point(1, service.serving.version, dim)]), 30)
         fast = await asyncio.wait_for(service.search("q", 3, "fast"), 30)
         assert health["count"] >= 1 and created and len(fast) == 2
         assert not any(task.done() for task in exact)  # all still stuck meanwhile

@@ -552,3 +552,84 @@ def test_index_server_down_is_503_with_retry_after(serve_port, checkpoint, workd
         assert count(app.url) > 0  # the other app is unaffected
     finally:
         down.stop()
+
+
+def test_reindex_moves_searches_and_uploads_to_a_new_model_in_one_step(
+    app, uploaded, videos, workdir, capsys
+):
+    """`adaclip reindex` under a running search loop: every search answers, each sees one model,
+    the old model's answers stop at one point; then uploads use the new model, the old collection
+    can be dropped and the active one cannot."""
+    import threading
+
+    from adaclip.checkpoint import save_checkpoint
+    from adaclip.encoding import content_hash
+    from adaclip.index import video_id
+    from adaclip_cli.index import main as index_main
+    from adaclip_cli.reindex import main as reindex_main
+
+    cfg = load_config(TINY)
+    new_model = load_encoder_model(cfg, seed=4321)
+    new_ckpt = save_checkpoint(workdir / "tiny-v2.pt", new_model, cfg)
+    before = httpx.get(f"{app.url}/stats", timeout=30).json()
+    kept = [vid for vid in uploaded if httpx.get(f"{app.url}/videos/{vid}", timeout=30).status_code == 200]
+    old_version, new_version = before["model_version"], new_model.model_version
+    assert old_version != new_version
+    seen: list[tuple[int, frozenset]] = []
+    stop = threading.Event()
+
+    def search_loop() -> None:
+        while not stop.is_set():
+            r = httpx.get(f"{app.url}/search", params={"q": "a red circle", "k": 3}, timeout=60)
+            hits = r.json().get("results", []) if r.status_code == 200 else []
+            seen.append((r.status_code, frozenset(h["payload"]["model_version"] for h in hits)))
+
+    loop = threading.Thread(target=search_loop)
+    loop.start()
+    try:
+        assert reindex_main(["--checkpoint", str(new_ckpt), "--url", app.url]) == 0
+        report = json.loads(capsys.readouterr().out)
+        poll(lambda: seen[-1], lambda last: last[1] == {new_version}, deadline_s=60)
+    finally:
+        stop.set()
+        loop.join()
+    assert report["state"] == "done" and report["missing"] == {} and report["to"] == new_version
+    assert report["copied"] + report["present"] == before["count"]
+    assert {status for status, _ in seen} == {200}
+    versions = [v for _, v in seen]
+    assert all(len(v) == 1 for v in versions) and versions[0] == {old_version}
+    switch = versions.index({new_version})
+    assert all(v == {old_version} for v in versions[:switch]) and all(
+        v == {new_version} for v in versions[switch:]
+    )
+
+    after = httpx.get(f"{app.url}/stats", timeout=30).json()
+    assert (after["model_version"], after["count"]) == (new_version, before["count"])
+    assert httpx.get(f"{app.url}/healthz", timeout=30).json()["model_version"] == new_version
+    for old_id in kept:  # under its new id, with its file; the old id is gone
+        new_id = video_id(content_hash(uploaded[old_id]["path"]), new_version)
+        record = httpx.get(f"{app.url}/videos/{new_id}", timeout=30)
+        assert record.status_code == 200 and record.json()["payload"]["title"] == uploaded[old_id]["title"]
+        assert httpx.get(f"{app.url}/videos/{new_id}/media", timeout=30).status_code == 200
+        assert httpx.get(f"{app.url}/videos/{old_id}", timeout=30).status_code == 404
+        assert httpx.get(f"{app.url}/videos/{old_id}/media", timeout=30).status_code == 404
+
+    fresh = videos[NUM_VIDEOS + 1]
+    r = upload(app.url, fresh["path"], title=fresh["title"])
+    for _ in range(3):  # an ingress may learn of the switch from its first upload (503, retry)
+        if r.status_code != 503:
+            break
+        r = upload(app.url, fresh["path"], title=fresh["title"])
+    assert r.status_code in (200, 201), r.text
+    assert r.json()["id"] == video_id(content_hash(fresh["path"]), new_version)
+
+    app.stop()  # a restart with the old checkpoint in its config follows the active record
+    app.start()
+    assert httpx.get(f"{app.url}/healthz", timeout=30).json()["model_version"] == new_version
+
+    index_args = ["--config", str(TINY), f"index.path={workdir / 'index'}"]
+    assert index_main(["drop", before["collection"], *index_args]) == 0
+    assert json.loads(capsys.readouterr().out)["dropped"] is True
+    assert not (workdir / "index" / before["collection"]).exists()
+    assert index_main(["drop", after["collection"], *index_args]) == 1
+    assert "active collection" in capsys.readouterr().err
