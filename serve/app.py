@@ -1,7 +1,8 @@
 """The Serve application builder: `import_path: serve.app:build_app` in configs/serve.yaml.
 
 `build_app(args)` validates the args into `AppArgs` and the model config they name (so a typo
-fails at deploy time with the field named), then binds ingress -> {VideoEncoder, IndexService}.
+fails at deploy time with the field named), then binds the ingress (which holds the index) ->
+VideoEncoder.
 Every deployment declares a fractional CPU share so the whole app fits a 2-core machine; the
 encoder asks for a GPU when the cluster has one. Nothing here does I/O at import time.
 """
@@ -17,7 +18,6 @@ from adaclip.checkpoint import CHECKPOINT_FILE
 from adaclip.config import Config, load_config
 from adaclip.errors import ConfigError
 from serve.encoder import VideoEncoder
-from serve.index_service import IndexService
 from serve.ingress import SearchAPI
 from serve.schemas import AppArgs, ModelSpec
 
@@ -39,11 +39,6 @@ def serving_config(args: AppArgs) -> Config:
             "set QDRANT_API_KEY in the replicas' environment instead (a Kubernetes Secret, or export it)"
         )
     cfg = load_config(args.config, args.overrides)
-    if cfg.index.backend == "edge" and args.index_replicas != 1:
-        raise ConfigError(
-            f"index_replicas={args.index_replicas}: an embedded Edge index has one owner; "
-            "use 1, or index.backend=server with a Qdrant server for several replicas"
-        )
     if args.checkpoint is not None and not (
         args.checkpoint.is_file() or (args.checkpoint / CHECKPOINT_FILE).is_file()
     ):
@@ -72,26 +67,18 @@ def build_application(args: AppArgs, deployments: DeploymentOptions | None = Non
                 "max_replicas": args.encoder_max_replicas,
                 "target_ongoing_requests": 4,
             },
-            "user_config": {
-                "max_batch_size": args.video_batch_size,
-                "batch_wait_timeout_s": args.video_batch_wait_s,
-            },
             **extra.get("VideoEncoder", {}),
         }
     ).bind(spec)
-    index = IndexService.options(
-        **{
-            "num_replicas": args.index_replicas,
-            "ray_actor_options": {"num_cpus": args.index_cpus},
-            "user_config": {
-                "max_batch_size": args.text_batch_size,
-                "batch_wait_timeout_s": args.text_batch_wait_s,
-            },
-            **extra.get("IndexService", {}),
-        }
-    ).bind(spec, str(args.media_dir), str(args.streams_dir))
-    ingress_options = {"ray_actor_options": {"num_cpus": args.ingress_cpus}, **extra.get("SearchAPI", {})}
-    return SearchAPI.options(**ingress_options).bind(encoder, index, args.model_dump(mode="json"))
+    ingress = {"ray_actor_options": {"num_cpus": args.ingress_cpus}, **extra.get("SearchAPI", {})}
+    replicas = ingress.get("num_replicas", 1)
+    scaling = ingress.get("autoscaling_config") or {}
+    if cfg.index.backend == "edge" and (replicas != 1 or scaling.get("max_replicas", 1) != 1):
+        raise ConfigError(
+            "SearchAPI holds the index, and an embedded Edge index has one owner: run one replica, "
+            "or index.backend=server with a Qdrant server for several"
+        )
+    return SearchAPI.options(**ingress).bind(encoder, spec, args.model_dump(mode="json"))
 
 
 def build_app(args: dict[str, Any]) -> Application:

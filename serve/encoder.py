@@ -2,8 +2,8 @@
 
 Decoding runs per request on a bounded pool of DECODE_THREADS threads apart from the model (so a few
 uploads decode at once, a flood of them queues instead of starving encoding, and each decode is cut
-off at the decoder's per-file deadline); the model runs on batches gathered across requests by
-`@serve.batch`, whose size and wait come from `user_config`.
+off at the decoder's per-file deadline); the model runs on batches of windows gathered across
+requests while the previous batch runs (serve/batching.py), at most `user_config.max_batch_size`.
 A file that does not decode comes back as an `EncodeOutcome` with the reason (not an exception:
 the ingress turns it into a 415 and nothing is written).
 """
@@ -34,6 +34,7 @@ from adaclip.encoding import (
 from adaclip.errors import ModelChangedError, VideoDecodeError
 from adaclip.index.active import ActiveModel
 from adaclip.video.decode import DecodedVideo
+from serve.batching import Batcher
 from serve.schemas import BatchConfig, ModelSpec
 
 DECODE_THREADS = 2  # concurrent decodes per replica
@@ -54,7 +55,11 @@ def serving_device() -> str:
 
 
 @serve.deployment(
-    name="VideoEncoder", max_ongoing_requests=16, max_queued_requests=64, ray_actor_options={"num_cpus": 0.5}
+    name="VideoEncoder",
+    max_ongoing_requests=16,
+    max_queued_requests=64,
+    ray_actor_options={"num_cpus": 0.5},
+    user_config={"max_batch_size": 8},  # most windows per model call
 )
 class VideoEncoder:
     """Encodes videos given as paths to staged files (never file objects: those do not pickle)."""
@@ -66,12 +71,11 @@ class VideoEncoder:
         self.model = load_encoder_model(self.cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
         self._model_lock = asyncio.Lock()
         self._decode_pool = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
+        self._encode_batch = Batcher(self._encode_windows, max_batch_size=8)
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Apply `user_config` batch settings live (Serve calls this on start and on config change)."""
-        batch = BatchConfig.model_validate(user_config or {})
-        self._encode_batch.set_max_batch_size(batch.max_batch_size)
-        self._encode_batch.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+        self._encode_batch.set_max_batch_size(BatchConfig.model_validate(user_config or {}).max_batch_size)
 
     async def _decode(self, decode: Callable[[str, Config], Any], path: str) -> Any:
         """`decode(path, cfg)` on the bounded decode pool."""
@@ -129,8 +133,7 @@ class VideoEncoder:
             raise ModelChangedError("the encoder moved to another model while encoding; retry")
         return EncodeOutcome(windows=[w for _, w in encoded], model_version=versions.pop())
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def _encode_batch(self, decoded: list[DecodedVideo]) -> list[tuple[str, EncodedVideo]]:
+    async def _encode_windows(self, decoded: list[DecodedVideo]) -> list[tuple[str, EncodedVideo]]:
         """(model version, encoded window) of each window, all by one model."""
         model = self.model
         encoded = await asyncio.to_thread(encode_decoded, model, decoded)

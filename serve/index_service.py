@@ -1,10 +1,11 @@
-"""Index deployment: the only owner of the video index, and the text encoder of the query path.
+"""The ingress's index: the only owner of the video index, and the text encoder of the query path.
 
-Holding the text encoder here keeps a query to one hop (ingress -> this deployment): text ->
-embedding (`@serve.batch` across requests) -> Qdrant search -> hits with moments. An embedded Edge
-shard is owned by one process, so this deployment runs exactly one replica for the edge backend
-(several are fine against a Qdrant server). Index calls run on one worker thread: they never block
-the event loop that gathers text batches, and a check-then-insert is atomic within the replica.
+It lives inside the ingress replica, so a query is one hop (proxy -> ingress): text -> embedding
+(batched across concurrent queries without waiting, serve/batching.py) -> Qdrant search -> hits
+with moments. An embedded Edge shard is owned by one process, so the ingress runs exactly one
+replica for the edge backend (several are fine against a Qdrant server). Index calls run on one
+worker thread: they never block the ingress's event loop, and a check-then-insert is atomic
+within the replica.
 Work that could hold that thread for long stays off it: `exact` searches (a scan of the whole
 collection) run on their own thread, at most EXACT_QUEUE at a time (more are 503 busy), and health
 checks on another, so neither an exact search nor a long write delays uploads or `/healthz`.
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from ray import serve
 
 from adaclip.config import Config
 from adaclip.encoding import encode_queries, load_active_model, load_encoder_model, resolve_config
@@ -43,15 +43,17 @@ from adaclip.index import (
 from adaclip.index.active import ActiveModel
 from adaclip.models import AdaCLIP
 from adaclip.reindex import ReindexReport, reindex_pass, remove_deleted
+from serve.batching import Batcher
 from serve.encoder import serving_device
 from serve.http_errors import log
 from serve.media import MediaStore
-from serve.schemas import BatchConfig, ModelSpec
+from serve.schemas import ModelSpec
 from serve.streams import StreamStore
 
 T = TypeVar("T")
 REOPEN_EVERY_S = 1.0  # at most one attempt to (re)open an unreachable index per this many seconds
 EXACT_QUEUE = 4  # exact searches running or waiting per replica; more are answered 503 busy
+TEXT_BATCH = 32  # most queries per text-encoder call
 
 
 def window_info(point_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +65,35 @@ def window_info(point_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         "end": float(payload.get(KEY_WINDOW_END, payload.get(KEY_DURATION) or 0.0)),
         "point_id": point_id,
     }
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    k: int
+    mode: str
+    filters: dict[str, Any] | None
+    candidates: int | None
+    group: bool
+
+
+def hits_of(index: VideoIndex, serving: Serving, vector: np.ndarray, q: Query) -> list[dict[str, Any]]:
+    """Search `index` with a query vector of `serving`'s model: the hits as plain dicts."""
+    mcfg = serving.cfg.model
+    hits = index.search(
+        vector, q.k, q.mode, q.filters, q.candidates, mcfg.qscore_temperature, mcfg.qscore_variant, q.group
+    )
+    return [
+        {
+            "id": h.video,
+            "score": h.score,
+            "moment": h.moment,
+            "frame_index": h.frame_index,
+            "window": window_info(h.id, h.payload),
+            "payload": h.payload,
+        }
+        for h in hits
+    ]
 
 
 @dataclass(frozen=True)
@@ -84,17 +115,16 @@ class Serving:
         )
 
 
-@serve.deployment(
-    name="IndexService",
-    num_replicas=1,
-    max_ongoing_requests=64,
-    max_queued_requests=512,
-    ray_actor_options={"num_cpus": 0.4},
-)
 class IndexService:
     """Search, add, get, delete and count videos of the active collection (one model version)."""
 
-    def __init__(self, spec: dict[str, Any], media_dir: str | None = None, streams_dir: str | None = None):
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        media_dir: str | Path | None = None,
+        streams_dir: str | Path | None = None,
+        max_batch_size: int = TEXT_BATCH,
+    ):
         model_spec = ModelSpec.model_validate(spec)
         self.base_cfg = Config.model_validate(model_spec.config)
         cfg = resolve_config(self.base_cfg, model_spec.checkpoint)
@@ -110,13 +140,13 @@ class IndexService:
         self._last_error = "not opened yet"
         self._last_try = 0.0
         self._reindex: dict[str, Any] = {"state": "idle"}
+        self._searches = Batcher(self._search_batch, max_batch_size)
         with contextlib.suppress(IndexUnavailableError):  # answered as 503 until it can be opened
             self._open()
 
-    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
-        batch = BatchConfig.model_validate(user_config or {})
-        self._embed.set_max_batch_size(batch.max_batch_size)
-        self._embed.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+    def set_max_batch_size(self, size: int) -> None:
+        """Most queries embedded in one model call (the ingress's `user_config`)."""
+        self._searches.set_max_batch_size(size)
 
     # ---- index access ----------------------------------------------------------------------
 
@@ -163,22 +193,6 @@ class IndexService:
             return fn(self._open(), *args)
 
         return await asyncio.get_running_loop().run_in_executor(pool or self._pool, call)
-
-    # ---- text ------------------------------------------------------------------------------
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _embed(self, queries: list[tuple[Serving, str]]) -> list[np.ndarray]:
-        """Embed (model, text) pairs: one model call per model (two only while switching models)."""
-        out: list[np.ndarray] = [np.empty(0)] * len(queries)
-        for serving in {id(s): s for s, _ in queries}.values():
-            members = [i for i, (s, _) in enumerate(queries) if s is serving]
-            texts = [queries[i][1] for i in members]
-            vectors = await asyncio.to_thread(
-                encode_queries, serving.model, texts, serving.cfg.data.max_text_tokens
-            )  # (T, D)
-            for i, v in zip(members, vectors, strict=True):
-                out[i] = v
-        return out
 
     # ---- API used by the ingress -------------------------------------------------------------
 
@@ -243,50 +257,51 @@ class IndexService:
         candidates: int | None = None,
         group: bool = True,
     ) -> list[dict[str, Any]]:
-        """Embed `query` (batched with concurrent queries) and search: hits as plain dicts, one per
-        video (its best window) or, without `group`, one per window. A search that straddles a
-        switch to a new model runs again with it (a query vector only fits its own model's index)."""
-        for _ in range(3):
-            serving = self.serving
-            vector = await self._embed((serving, query))
+        """Embed `query` and search: hits as plain dicts, one per video (its best window) or,
+        without `group`, one per window. `fast` and `rerank` queries are batched: each batch of
+        concurrent queries is one trip to the index thread, texts embedded in one model call."""
+        q = Query(query, k, mode, filters or None, candidates, group)
+        found = await (self._search_exact(q) if mode == "exact" else self._searches(q))
+        if isinstance(found, Exception):
+            raise found
+        return found
 
-            def search(index: VideoIndex, serving: Serving = serving, vector: np.ndarray = vector) -> Any:
-                if index.model_version != serving.version:
-                    return None
-                mcfg = serving.cfg.model
-                hits = index.search(
-                    vector,
-                    k,
-                    mode,
-                    filters or None,
-                    candidates,
-                    mcfg.qscore_temperature,
-                    mcfg.qscore_variant,
-                    group,
-                )
-                return [
-                    {
-                        "id": h.video,
-                        "score": h.score,
-                        "moment": h.moment,
-                        "frame_index": h.frame_index,
-                        "window": window_info(h.id, h.payload),
-                        "payload": h.payload,
-                    }
-                    for h in hits
-                ]
+    async def _search_batch(self, queries: list[Query]) -> list[list[dict[str, Any]] | Exception]:
+        return await self._run(self._answer, queries)
 
-            found = await (self._search_exact(search) if mode == "exact" else self._run(search))
-            if found is not None:
-                return found
-        raise ModelChangedError("the index moved to another model during the search; retry")
+    def _answer(self, index: VideoIndex, queries: list[Query]) -> list[list[dict[str, Any]] | Exception]:
+        """On the index thread, where the model switch happens (so model and index agree): embed
+        the texts in one model call, then search each; an error stays with its query."""
+        serving = self.serving
+        vectors = encode_queries(serving.model, [q.text for q in queries], serving.cfg.data.max_text_tokens)
+        answers: list[list[dict[str, Any]] | Exception] = []
+        for q, vector in zip(queries, vectors, strict=True):
+            try:
+                answers.append(hits_of(index, serving, vector, q))
+            except Exception as e:  # noqa: BLE001 - handed to that query's caller
+                answers.append(e)
+        return answers
 
-    async def _search_exact(self, search: Any) -> Any:
+    async def _search_exact(self, q: Query) -> list[dict[str, Any]]:
+        """An exact search on its own thread, at most EXACT_QUEUE running or waiting; one that
+        straddles a switch to a new model runs again with it."""
         if self._exact_waiting >= EXACT_QUEUE:
             raise IndexBusyError(f"{EXACT_QUEUE} exact searches are already running or queued; retry later")
         self._exact_waiting += 1
         try:
-            return await self._run(search, pool=self._exact_pool)
+            for _ in range(3):
+                serving = self.serving
+
+                def exact(index: VideoIndex, serving: Serving = serving) -> list[dict[str, Any]] | None:
+                    if index.model_version != serving.version:
+                        return None
+                    vector = encode_queries(serving.model, [q.text], serving.cfg.data.max_text_tokens)[0]
+                    return hits_of(index, serving, vector, q)
+
+                found = await self._run(exact, pool=self._exact_pool)
+                if found is not None:
+                    return found
+            raise ModelChangedError("the index moved to another model during the search; retry")
         finally:
             self._exact_waiting -= 1
 
@@ -399,8 +414,8 @@ class IndexService:
                 if old_id != new_id:
                     self.media.link(old_id, new_id)
 
-    def __del__(self) -> None:
-        """Serve calls this on graceful shutdown: flush and release the shard for the next owner."""
+    def close(self) -> None:
+        """Flush and release the shard for the next owner (the ingress calls it on shutdown)."""
         index, self._index = getattr(self, "_index", None), None
         if index is not None:
             with contextlib.suppress(Exception):  # closing at shutdown must not raise

@@ -1,10 +1,12 @@
-"""FastAPI ingress: the HTTP API of DESIGN.md in front of the encoder and index deployments.
+"""FastAPI ingress: the HTTP API of DESIGN.md, holding the index and in front of the encoder.
 
-Queries take one hop (ingress -> IndexService, which embeds the text and searches). Uploads are
-streamed to a staging file while hashed (a file named by path is copied there the same way); the
-content hash gives the id, so known bytes are answered 200 without decoding; new files are decoded
-and encoded by VideoEncoder (a staged path crosses the hop, never a file object) and inserted by
-IndexService, their media committed in two phases around the index write (serve.media). Staging
+A query is answered in this replica (no hop after the proxy): its IndexService embeds the text and
+searches. Uploads are streamed to a staging file while hashed (a file named by path is copied there
+the same way); the content hash gives the id, so known bytes are answered 200 without decoding; new
+files are decoded and encoded by the VideoEncoder deployment (a staged path crosses the hop, never
+a file object) and inserted here, their media committed in two phases around the index write
+(serve.media). With the embedded Edge index this deployment has one replica (the shard's owner);
+against a Qdrant server it scales like any stateless ingress. Staging
 files are always removed, and a failed request writes nothing. Write routes refuse cross-site
 browser requests and, when `api_key_env` is set, requests without the key.
 
@@ -47,11 +49,13 @@ from adaclip.index.base import canonical_id
 from adaclip.video.probe import probe_video
 from serve.encoder import EncodeOutcome
 from serve.http_errors import ApiError, install_error_handlers, log
+from serve.index_service import IndexService
 from serve.media import MEDIA_TYPES, MediaStore, thumbnail_png
 from serve.schemas import (
     MAX_K,
     MAX_TEXT,
     AppArgs,
+    BatchConfig,
     ErrorResponse,
     HealthResponse,
     IndexedWindow,
@@ -88,7 +92,6 @@ app = FastAPI(
 install_error_handlers(app)
 
 SEARCH_PAGE = Path(__file__).with_name("static") / "index.html"
-INFO_TTL_S = 2.0  # the ingress asks the index for its active model again after this long
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 422, 503, 507)}
 MAX_JSON_BYTES = 64 * 1024  # a JSON request body (ingest by path)
 MAX_METADATA_DEPTH = 8  # nesting of objects and lists in metadata
@@ -208,19 +211,18 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
     max_ongoing_requests=200,
     max_queued_requests=1000,
     backpressure_config={"status_code": 503, "retry_after_s": 5},
-    ray_actor_options={"num_cpus": 0.1},
+    ray_actor_options={"num_cpus": 0.5},
+    user_config={"max_batch_size": 32},  # most queries per text-encoder call
 )
 @serve.ingress(app)
 class SearchAPI:
-    """HTTP front door; holds handles to the encoder and index deployments."""
+    """HTTP front door and the index's owner; a handle to the encoder deployment."""
 
-    def __init__(self, encoder: DeploymentHandle, index: DeploymentHandle, args: dict[str, Any]):
+    def __init__(self, encoder: DeploymentHandle, spec: dict[str, Any], args: dict[str, Any]):
         self.encoder = encoder
-        self.index = index
         self.args = AppArgs.model_validate(args)
         self._api_key = self._read_api_key(self.args.api_key_env)
-        self._index_info: dict[str, Any] | None = None
-        self._info_at = 0.0
+        self.index = IndexService(spec, self.args.media_dir, self.args.streams_dir)
         self.media = MediaStore(self.args.media_dir)
         self.streams = StreamStore(self.args.streams_dir)
         self._stream_locks: dict[str, asyncio.Lock] = {}
@@ -238,39 +240,36 @@ class SearchAPI:
             raise ConfigError(f"api_key_env={env}: the environment variable {env} is not set (or empty) here")
         return key.encode()
 
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Apply `user_config` live (Serve calls this on start and on config change)."""
+        self.index.set_max_batch_size(BatchConfig.model_validate(user_config or {}).max_batch_size)
+
+    def __del__(self) -> None:
+        """Serve calls this on graceful shutdown: release the index for the next owner."""
+        if hasattr(self, "index"):
+            self.index.close()
+
     async def _call(self, response: Any) -> Any:
-        """Await a deployment response; an unreachable index or replica, a full queue or a busy
-        bounded path is 503 with Retry-After."""
+        """Await the index or an encoder response; an unreachable index or replica, a full queue
+        or a busy bounded path is 503 with Retry-After."""
         try:
             return await response
-        except ModelChangedError:
-            self._index_info = None  # the index moved to another model: ask again
-            raise
         except (IndexUnavailableError, IndexBusyError, BackPressureError, RayActorError) as e:
             code = "index_unavailable" if isinstance(e, IndexUnavailableError | RayActorError) else "busy"
             message = str(getattr(e, "cause", None) or e).strip().splitlines()[-1]
             raise ApiError(503, code, message, {"Retry-After": str(self.args.retry_after_s)}) from e
 
-    async def _info(self) -> dict[str, Any]:
-        """The index deployment's active model, dim, backend and window length, asked again every
-        INFO_TTL_S (the index moves to a new model with `adaclip reindex`)."""
-        if self._index_info is None or time.monotonic() - self._info_at > INFO_TTL_S:
-            self._index_info = await self._call(self.index.info.remote())
-            self._info_at = time.monotonic()
-        return self._index_info
-
     async def _encode(self, call: Any, *args: Any) -> EncodeOutcome:
         """An encoder call with the index's active model; ModelChangedError (503) when the model
-        that encoded is not the one the caller's ids were made for."""
-        info = await self._info()
+        that encoded is not the one the caller's ids were made for (the index moved meanwhile)."""
+        info = self.index.info()
         outcome = await self._call(call.remote(*args, active=info["active"]))
         if outcome.error is None and outcome.model_version != info["model_version"]:
-            self._index_info = None
             raise ModelChangedError("the index is moving to another model; retry")
         return outcome
 
-    async def _version(self) -> str:
-        return (await self._info())["model_version"]
+    def _version(self) -> str:
+        return self.index.info()["model_version"]
 
     async def _settle_media(self) -> None:
         """Once per replica, before media is read or written: settle what a crash left pending."""
@@ -280,7 +279,7 @@ class SearchAPI:
             if not self._reconciled:
 
                 async def is_indexed(vid: str) -> bool:
-                    return await self._call(self.index.get.remote(vid)) is not None
+                    return await self._call(self.index.get(vid)) is not None
 
                 await self.media.reconcile(is_indexed)
                 for stream_id in await asyncio.to_thread(self.streams.ids):
@@ -348,9 +347,9 @@ class SearchAPI:
         name = staged.filename or "upload"
         if staged.size == 0:
             raise ApiError(415, "not_a_video", f"{name}: file is empty")
-        version = await self._version()
+        version = self._version()
         vid = video_id(staged.sha256, version)
-        stored = await self._call(self.index.get.remote(vid))
+        stored = await self._call(self.index.get(vid))
         if stored is not None and self.media.find(vid) is not None:
             return self._created(vid, False, stored["payload"])  # the same bytes are indexed
         windows = None
@@ -364,7 +363,7 @@ class SearchAPI:
         pending = await asyncio.to_thread(self.media.prepare, vid, staged.path)  # a full disk: 507, no point
         try:
             if windows is not None:
-                created, payload = await self._call(self.index.add.remote(windows))
+                created, payload = await self._call(self.index.add(windows))
             else:
                 created, payload = False, stored["payload"]
         except BaseException:
@@ -389,7 +388,7 @@ class SearchAPI:
     @app.get("/videos/{video_id}", response_model=VideoRecord, responses=ERRORS)
     async def get_video(self, video_id: str) -> VideoRecord:
         """A stored video's payload (source, title, duration, frame timestamps, ...)."""
-        found = await self._call(self.index.get.remote(video_id))
+        found = await self._call(self.index.get(video_id))
         if found is None:
             raise ApiError(404, "not_found", f"no video with id {video_id!r}")
         return VideoRecord(**found)
@@ -402,7 +401,7 @@ class SearchAPI:
         withdrawn = self.media.withdraw(video_id)  # not served from now; back if nothing is deleted
         deleted = False
         try:
-            deleted = await self._call(self.index.delete.remote(video_id))
+            deleted = await self._call(self.index.delete(video_id))
         finally:
             if withdrawn is not None:
                 (self.media.discard if deleted else self.media.commit)(withdrawn)
@@ -458,7 +457,7 @@ class SearchAPI:
         """Top-k videos for a text query, each with its score, best-matching window and moment (s)."""
         start = time.perf_counter()
         filters = parse_filters(source, title, filter)
-        hits = await self._call(self.index.search.remote(q, k, mode, filters, candidates, group))
+        hits = await self._call(self.index.search(q, k, mode, filters, candidates, group))
         results = [SearchResult(rank=i + 1, **hit) for i, hit in enumerate(hits)]
         took = (time.perf_counter() - start) * 1000
         return SearchResponse(query=q, mode=mode, k=k, took_ms=round(took, 3), results=results)
@@ -520,11 +519,11 @@ class SearchAPI:
         """What has arrived, what is searchable, and each window's delay to searchable."""
         return await self._stream_info(await asyncio.to_thread(self.streams.get, stream_id))
 
-    async def _window_seconds(self) -> float:
-        return (await self._info()).get("window_seconds") or DEFAULT_STREAM_WINDOW_S
+    def _window_seconds(self) -> float:
+        return self.index.info().get("window_seconds") or DEFAULT_STREAM_WINDOW_S
 
     async def _stream_info(self, stream: Stream) -> StreamInfo:
-        delays = stream.delays(await self._window_seconds())
+        delays = stream.delays(self._window_seconds())
         return StreamInfo(
             id=stream.id,
             title=stream.title,
@@ -549,7 +548,7 @@ class SearchAPI:
         async with self._stream_locks.setdefault(stream_id, asyncio.Lock()):
             try:
                 stream = await asyncio.to_thread(self.streams.get, stream_id)
-                version, window_s = await self._version(), await self._window_seconds()
+                version, window_s = self._version(), self._window_seconds()
                 for w, segments in sorted(stream.complete_windows(window_s).items()):
                     await self._index_window(stream, w, segments, version)
             except Exception:
@@ -578,7 +577,7 @@ class SearchAPI:
                 stream.metadata,
                 stream.id,
             )
-            await self._call(self.index.add.remote([item]))
+            await self._call(self.index.add([item]))
         await asyncio.to_thread(self.streams.mark_indexed, stream.id, window)
 
     # ---- operations ----------------------------------------------------------------------------
@@ -591,7 +590,7 @@ class SearchAPI:
     @app.get("/healthz", response_model=HealthResponse, responses=ERRORS)
     async def healthz(self) -> HealthResponse:
         """200 when the index answers; 503 with Retry-After while it cannot be reached."""
-        info = await self._call(self.index.health.remote())
+        info = await self._call(self.index.health())
         await self._settle_media()
         return HealthResponse(status="ok", model_version=info["model_version"], backend=info["backend"])
 
@@ -606,16 +605,14 @@ class SearchAPI:
         if checkpoint is not None and not Path(checkpoint).exists():
             raise ApiError(422, "invalid_request", f"checkpoint {req.checkpoint} does not exist")
         await self._settle_media()
-        return ReindexStatus(
-            **await self._call(self.index.reindex.remote(checkpoint, req.seed, req.allow_missing))
-        )
+        return ReindexStatus(**await self._call(self.index.reindex(checkpoint, req.seed, req.allow_missing)))
 
     @app.get("/admin/reindex", response_model=ReindexStatus, responses=ERRORS)
     async def reindex_status(self) -> ReindexStatus:
         """The last reindex of this index: idle, running, done (with counts) or failed (why)."""
-        return ReindexStatus(**await self._call(self.index.reindex_status.remote()))
+        return ReindexStatus(**self.index.reindex_status())
 
     @app.get("/stats", response_model=StatsResponse, responses=ERRORS)
     async def stats(self) -> StatsResponse:
         """Number of videos, backend, collection, dim and model version."""
-        return StatsResponse(**await self._call(self.index.stats.remote()))
+        return StatsResponse(**await self._call(self.index.stats()))

@@ -15,7 +15,7 @@ Stopping (SIGTERM from Kubernetes, systemd or `kill`; SIGINT from Ctrl-C):
 2. requests already in flight finish, for at most `--grace-s` seconds (a second signal ends the
    wait at once);
 3. Serve stops the replicas (each waits up to its `graceful_shutdown_timeout_s` for a request still
-   running, and IndexService flushes and releases the index), then `ray.shutdown()` stops every Ray
+   running, and the ingress flushes and releases the index), then `ray.shutdown()` stops every Ray
    process this command started; the exit status is 0.
 
 Why the handlers are installed right after `ray.init`: Ray's core worker installs a C++ failure
@@ -51,7 +51,7 @@ REPLICA_STOP_TIMEOUT_S = 5.0  # graceful_shutdown_timeout_s: a request still run
 REPLICA_STOP_LOOP_S = 0.2  # graceful_shutdown_wait_loop_s: Serve's 2 s default slows every stop
 PROXY_DRAIN_PERIOD_S = "0.5"  # RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S for a Ray started here (30 s default)
 POLL_S = 0.1
-DEPLOYMENTS = ("SearchAPI", "VideoEncoder", "IndexService")
+DEPLOYMENTS = ("SearchAPI", "VideoEncoder")
 HTTP_PASSED = ("request_timeout_s", "keep_alive_timeout_s")  # Serve config http_options honoured here
 
 

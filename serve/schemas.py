@@ -67,16 +67,10 @@ class AppArgs(Strict):
         description="other origins (scheme://host:port) whose pages may write; a browser request from "
         "any other site is 403 (no cross-site uploads)",
     )
-    text_batch_size: int = Field(default=32, ge=1)
-    text_batch_wait_s: float = Field(default=0.002, ge=0)
-    video_batch_size: int = Field(default=8, ge=1)
-    video_batch_wait_s: float = Field(default=0.05, ge=0)
-    ingress_cpus: float = Field(default=0.1, gt=0)
-    index_cpus: float = Field(default=0.4, gt=0)
+    ingress_cpus: float = Field(default=0.5, gt=0, description="the ingress holds the index and text encoder")
     encoder_cpus: float = Field(default=0.5, gt=0)
     encoder_gpus: float | None = Field(default=None, ge=0, description="None: 1 when the cluster has a GPU")
     encoder_max_replicas: int = Field(default=2, ge=1)
-    index_replicas: int = Field(default=1, ge=1, description="must be 1 for the embedded edge backend")
 
     @field_validator("config", "checkpoint", "staging_dir", "media_dir", "streams_dir")
     @classmethod
@@ -109,10 +103,11 @@ class ModelSpec(Strict):
 
 
 class BatchConfig(Strict):
-    """`user_config` of the batched deployments: changes apply live through `reconfigure`."""
+    """`user_config` of the batched deployments (defaults in their `@serve.deployment`, overrides in
+    the Serve config's `deployments:`): applied live through `reconfigure`. There is no batch wait:
+    a batch is what queued while the previous one ran (serve/batching.py)."""
 
-    max_batch_size: int = Field(default=8, ge=1)
-    batch_wait_timeout_s: float = Field(default=0.01, ge=0)
+    max_batch_size: int = Field(ge=1)
 
 
 # ---- HTTP bodies ------------------------------------------------------------------------------

@@ -870,9 +870,8 @@ def test_rayservice_args_agree_with_its_deployments_and_storage():
     args, deployments = app["args"], _deployments(app)
     assert Path(args["config"]).is_absolute(), "the app has no working_dir: name the config in the image"
     cfg = load_config(_repo_path(args["config"]), args["overrides"])
-    assert cfg.index.backend == "server", "several index replicas need index.backend=server"
-    assert args["index_replicas"] > 1
-    assert deployments["IndexService"]["num_replicas"] == args["index_replicas"]
+    assert cfg.index.backend == "server", "several ingress replicas (each holds the index) need a server"
+    assert deployments["SearchAPI"]["num_replicas"] > 1
     scaling = deployments["VideoEncoder"]["autoscaling_config"]
     assert 1 <= scaling["min_replicas"] < scaling["max_replicas"] == args["encoder_max_replicas"]
     assert args["encoder_gpus"] == 1, "an autoscaling cluster must ask for the encoder's GPU explicitly"

@@ -1,14 +1,13 @@
-"""Serve autoscaling, shown on 127.0.0.1: the ingress (`SearchAPI`, stateless: every replica holds
-only handles to the encoder and index and the shared media and stream folders) autoscales between
-1 and 2 replicas with the autoscaling keys the RayService gives `VideoEncoder`, plus short delays
-so the test is quick. A bounded burst of concurrent searches scales it up; once the burst ends it
+"""Serve autoscaling, shown on 127.0.0.1: the ingress (`SearchAPI`: the text encoder, a client of
+the index, a handle to the encoder and the shared media and stream folders) autoscales between 1
+and 2 replicas with the autoscaling keys the RayService gives `VideoEncoder`, plus short delays so
+the test is quick. A bounded burst of concurrent searches scales it up; once the burst ends it
 scales back down. Both are read from Serve's own status (`serve.status()`: the deployment's
 replica states), polled with deadlines.
 
-Why the ingress and not IndexService: with the embedded Edge backend the index has one owner
-(`index_replicas` must be 1), and `index.backend=server` with `index.url=":memory:"` is
-qdrant-client's local mode, a separate in-memory store per process, so several IndexService
-replicas would each see a different index. The ingress and the encoder are stateless.
+Several ingress replicas need a Qdrant server (an embedded Edge index has one owner), and none can
+run here: the index is qdrant-client's local mode (`index.url=":memory:"`), a separate in-memory
+store per replica. That shows Serve's scaling of the ingress, not a shared index.
 """
 
 from __future__ import annotations
@@ -85,12 +84,11 @@ def served(ray_local, tmp_path: Path):
     args = AppArgs.model_validate(
         {
             "config": str(TINY),
-            "overrides": [f"index.path={tmp_path / 'index'}"],
+            "overrides": ["index.backend=server", 'index.url=":memory:"'],
             "staging_dir": str(tmp_path / "staging"),
             "media_dir": str(tmp_path / "media"),
             "streams_dir": str(tmp_path / "streams"),
-            "ingress_cpus": 0.1,  # two ingress replicas, the index and one encoder: 0.8 of 2 CPUs
-            "index_cpus": 0.3,
+            "ingress_cpus": 0.3,  # two ingress replicas and one encoder: 0.9 of 2 CPUs
             "encoder_cpus": 0.3,
             "encoder_max_replicas": 1,
         }

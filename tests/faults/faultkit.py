@@ -127,7 +127,6 @@ class ServeApp:
                         "streams_dir": str(self.workdir / "streams"),
                         "max_upload_bytes": 4 * 1024 * 1024,
                         "encoder_max_replicas": 1,  # a second encoder only costs start-up time here
-                        "video_batch_size": 2,
                     },
                 }
             ]

@@ -1,4 +1,4 @@
-"""The index deployment's threads, injected with a stuck `exact` search (no Ray: the class itself):
+"""The ingress's index threads, injected with a stuck `exact` search (no Ray: the class itself):
 health checks, writes and fast searches still answer, and exact searches are bounded (503 busy)."""
 
 from __future__ import annotations
@@ -27,16 +27,8 @@ def point(i: int, version: str, dim: int) -> IndexedVideo:
 
 def test_a_stuck_exact_search_blocks_neither_health_nor_writes_and_exact_is_bounded(tmp_path):
     cfg = load_config(TINY, [f"index.path={tmp_path / 'index'}"])
-    service = IndexService.func_or_class(
-        {"config": cfg.model_dump(mode="json"), "checkpoint": None, "seed": 0}
-    )
+    service = IndexService({"config": cfg.model_dump(mode="json"), "checkpoint": None, "seed": 0})
     dim = int(service.serving.model.embed_dim)
-    query = np.ones(dim, np.float32) / np.sqrt(dim)
-
-    async def embed(text: str) -> np.ndarray:  # the text batcher needs a Serve replica; not under test
-        return query
-
-    service._embed = embed
     release = threading.Event()
     search = service._index.search
 

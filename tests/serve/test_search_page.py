@@ -58,7 +58,6 @@ def page_url(ray_local, tmp_path_factory):
         "media_dir": str(work / "media"),
         "streams_dir": str(work / "streams"),
         "encoder_cpus": 0.3,
-        "index_cpus": 0.3,
         "encoder_max_replicas": 1,
     }
     serve.run(build_app(args), name="adaclip-page", route_prefix="/")

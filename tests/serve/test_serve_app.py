@@ -115,9 +115,7 @@ def app(serve_port, checkpoint, workdir, synth_corpus) -> ServedApp:
         "streams_dir": str(workdir / "streams"),
         "max_upload_bytes": CAP,
         "ingest_roots": [str(corpus_dir(synth_corpus))],
-        "video_batch_size": 4,
         "encoder_cpus": 0.3,
-        "index_cpus": 0.3,
         "encoder_max_replicas": 1,
     }
     served = ServedApp(APP, "/", args, serve_port)
@@ -534,7 +532,6 @@ def test_index_server_down_is_503_with_retry_after(serve_port, checkpoint, workd
         "streams_dir": str(workdir / "streams-down"),
         "retry_after_s": 7,
         "encoder_cpus": 0.1,
-        "index_cpus": 0.1,
         "ingress_cpus": 0.05,
         "encoder_max_replicas": 1,
     }

@@ -28,8 +28,6 @@ def test_checkpoint_override_is_split_out(tmp_path):
 def test_serving_config_validates(tmp_path):
     cfg = serving_config(AppArgs(config=ROOT / "configs/tiny.yaml", overrides=["index.path=rel/idx"]))
     assert cfg.index.path.is_absolute() and cfg.model.top_k == 4
-    with pytest.raises(ConfigError, match="one owner"):
-        serving_config(AppArgs(index_replicas=2))
     with pytest.raises(ConfigError, match="does not exist"):
         serving_config(AppArgs(checkpoint=tmp_path / "missing.pt"))
     with pytest.raises(ConfigError, match=r"model\.top_kk"):
@@ -42,9 +40,12 @@ def test_serve_yaml_builds_an_app():
     spec = read_serve_config(str(ROOT / "configs/serve.yaml"))
     assert spec["name"] == "adaclip" and spec["http_options"]["port"] == 8000
     assert spec["deployments"]["VideoEncoder"]["autoscaling_config"]["max_replicas"] >= 1
-    assert "max_batch_size" in spec["deployments"]["IndexService"]["user_config"]
+    assert "max_batch_size" in spec["deployments"]["SearchAPI"]["user_config"]
     app = build_application(AppArgs.model_validate(spec["args"]), spec["deployments"])
     assert type(app).__name__ == "Application"
+    for options in ({"num_replicas": 2}, {"autoscaling_config": {"min_replicas": 1, "max_replicas": 2}}):
+        with pytest.raises(ConfigError, match="one owner"):  # the ingress holds the Edge index
+            build_application(AppArgs.model_validate(spec["args"]), {"SearchAPI": options})
     plain = read_serve_config(str(ROOT / "configs/tiny.yaml"))  # a model config works too
     assert plain["args"] == {"config": str(ROOT / "configs/tiny.yaml")}
 
