@@ -40,7 +40,7 @@ from adaclip.index import (
     VideoIndex,
     open_index,
 )
-from adaclip.index.active import ActiveModel
+from adaclip.index.active import ActiveModel, read_active
 from adaclip.models import AdaCLIP
 from adaclip.reindex import ReindexReport, reindex_pass, remove_deleted
 from serve.batching import Batcher
@@ -164,14 +164,8 @@ class IndexService:
         self._last_try = now
         serving = self.serving
         try:
-            index = open_index(serving.cfg.index, int(serving.model.embed_dim), serving.version)
-            active = index.backend.read_active(serving.cfg.index.collection_prefix)
-            if active is None:
-                index.backend.write_active(
-                    serving.cfg.index.collection_prefix, serving.active(index.backend.collection)
-                )
-            elif active.model_version != serving.version:
-                index.close()
+            active = read_active(serving.cfg.index)
+            if active is not None and active.model_version != serving.version:
                 cfg, model = load_active_model(self.base_cfg, active, serving_device())
                 log.warning(
                     "serving the index's active model %s, not the configured %s",
@@ -179,7 +173,11 @@ class IndexService:
                     serving.version,
                 )
                 serving = Serving(cfg, model, active.checkpoint, active.seed)
-                index = open_index(cfg.index, int(model.embed_dim), model.model_version)
+            index = open_index(serving.cfg.index, int(serving.model.embed_dim), serving.version)
+            if active is None:
+                index.backend.write_active(
+                    serving.cfg.index.collection_prefix, serving.active(index.backend.collection)
+                )
         except IndexUnavailableError as e:
             self._last_error = str(e)
             raise

@@ -98,23 +98,30 @@ def switch_alias(client: Any, alias: str, active: ActiveModel) -> None:
     client.update_collection_aliases(ops)
 
 
+def read_active(cfg: IndexConfig) -> ActiveModel | None:
+    """The active record of the configured store, without opening a collection."""
+    from adaclip.index.server import server_client
+
+    if cfg.backend == "edge":
+        return read_record_file(cfg.path, cfg.collection_prefix)
+    with server_client(cfg) as client:
+        return read_alias(client, cfg.collection_prefix)
+
+
 def drop_collection(cfg: IndexConfig, collection: str) -> bool:
     """Delete a collection that is not the active one (an old model's, after a reindex); False when
     there is none. An Edge collection must not be open in another process."""
     from adaclip.index.server import server_client
 
+    active = read_active(cfg)
+    if active is not None and active.collection == collection:
+        raise ConfigError(f"{collection} is the active collection (model {active.model_version})")
     if cfg.backend == "edge":
         root = Path(cfg.path).expanduser().resolve()
-        active = read_record_file(root, cfg.collection_prefix)
         path = root / collection
-        if active is not None and active.collection == collection:
-            raise ConfigError(f"{collection} is the active collection (model {active.model_version})")
         if path.parent != root or not path.is_dir():
             return False
         shutil.rmtree(path)
         return True
     with server_client(cfg) as client:
-        active = read_alias(client, cfg.collection_prefix)
-        if active is not None and active.collection == collection:
-            raise ConfigError(f"{collection} is the active collection (model {active.model_version})")
         return bool(client.collection_exists(collection) and client.delete_collection(collection))

@@ -178,9 +178,9 @@ class IndexBackend(ABC):
 
     @abstractmethod
     def nearest(
-        self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None
+        self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None, frames: bool = True
     ) -> list[StoredPoint]:
-        """Top `limit` by cosine on `video`, best first, with payload and frames."""
+        """Top `limit` by cosine on `video`, best first, with payload (and frames)."""
 
     @abstractmethod
     def scan(self, filters: dict[str, FilterValue] | None, page_size: int) -> Iterator[list[StoredPoint]]:
@@ -368,22 +368,24 @@ class VideoIndex:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _fast_hit(self, p: StoredPoint, q: np.ndarray) -> SearchHit:
-        payload = p.payload or {}
-        idx, moment = best_frame(q, p.frames, payload.get(KEY_TIMESTAMPS))
-        return SearchHit(id=p.id, score=float(p.score), payload=payload, moment=moment, frame_index=idx)
-
     def _fast(
         self, q: np.ndarray, k: int, filters: dict[str, FilterValue] | None, group: bool
     ) -> list[SearchHit]:
-        """ANN top `k`; grouped, it reads more windows until `k` videos are found or none are left."""
+        """ANN top `k`; grouped, it reads more windows until `k` videos are found or none are left.
+        Frame vectors are read for the final `k` only, to find their moments."""
         limit = k * GROUP_FETCH if group else k
         while True:
-            points = self.backend.nearest(q, limit, filters)
-            hits = top_k([self._fast_hit(p, q) for p in points], k, group)
+            points = self.backend.nearest(q, limit, filters, frames=False)
+            hits = [SearchHit(id=p.id, score=float(p.score), payload=p.payload or {}) for p in points]
+            hits = top_k(hits, k, group)
             if not group or len(hits) >= k or len(points) < limit:
-                return hits
+                break
             limit *= GROUP_FETCH
+        frames = {p.id: p.frames for p in self.backend.retrieve([h.id for h in hits], False, True)}
+        for h in hits:
+            if h.id in frames:  # a point deleted since the search keeps no moment
+                h.frame_index, h.moment = best_frame(q, frames[h.id], h.payload.get(KEY_TIMESTAMPS))
+        return hits
 
     def _rescore(
         self,

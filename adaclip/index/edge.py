@@ -129,14 +129,14 @@ class EdgeBackend(IndexBackend):
         return self.shard.count(qe.CountRequest(exact=True, filter=later if videos_only else None))
 
     def nearest(
-        self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None
+        self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None, frames: bool = True
     ) -> list[StoredPoint]:
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(query.tolist(), using=VIDEO_VECTOR),
             filter=_filter(filters),
             with_payload=True,
-            with_vector=[FRAMES_VECTOR],
+            with_vector=[FRAMES_VECTOR] if frames else False,
         )
         return [stored_point(p) for p in self.shard.query(request)]
 

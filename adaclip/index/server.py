@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import httpx
@@ -58,6 +58,21 @@ def _filter(filters: dict[str, FilterValue] | None) -> models.Filter | None:
     )
 
 
+@contextmanager
+def reachable(url: str) -> Iterator[None]:
+    """Translate transport failures into IndexUnavailableError naming the server."""
+    try:
+        yield
+    except UnexpectedResponse as e:
+        if e.status_code is not None and (e.status_code >= 500 or e.status_code in (401, 403, 429)):
+            raise IndexUnavailableError(
+                f"Qdrant at {url} answered {e.status_code} (check QDRANT_API_KEY on 401/403): {e}"
+            ) from e
+        raise
+    except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as e:
+        raise IndexUnavailableError(f"Qdrant at {url} is unreachable: {e}") from e
+
+
 def make_client(url: str, api_key: str | None, timeout_s: float) -> QdrantClient:
     if url == MEMORY:
         return QdrantClient(location=MEMORY)
@@ -71,9 +86,11 @@ def server_client(cfg: IndexConfig) -> Iterator[QdrantClient]:
     """A client of the configured server, closed after use (for commands that open no collection)."""
     from adaclip.index import server_address
 
-    client = make_client(*server_address(cfg), cfg.timeout_s)
+    url, api_key = server_address(cfg)
+    client = make_client(url, api_key, cfg.timeout_s)
     try:
-        yield client
+        with reachable(url):
+            yield client
     finally:
         client.close()
 
@@ -101,19 +118,8 @@ class ServerBackend(IndexBackend):
         self.client = make_client(url, api_key, timeout_s)
         self._ensure_collection(dim)
 
-    @contextmanager
-    def _reachable(self) -> Iterator[None]:
-        """Translate transport failures into IndexUnavailableError naming the server."""
-        try:
-            yield
-        except UnexpectedResponse as e:
-            if e.status_code is not None and (e.status_code >= 500 or e.status_code in (401, 403, 429)):
-                raise IndexUnavailableError(
-                    f"Qdrant at {self.url} answered {e.status_code} (check QDRANT_API_KEY on 401/403): {e}"
-                ) from e
-            raise
-        except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as e:
-            raise IndexUnavailableError(f"Qdrant at {self.url} is unreachable: {e}") from e
+    def _reachable(self) -> AbstractContextManager[None]:
+        return reachable(self.url)
 
     def _ensure_collection(self, dim: int) -> None:
         with self._reachable():
@@ -184,7 +190,7 @@ class ServerBackend(IndexBackend):
             ).count
 
     def nearest(
-        self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None
+        self, query: np.ndarray, limit: int, filters: dict[str, FilterValue] | None, frames: bool = True
     ) -> list[StoredPoint]:
         with self._reachable():
             result = self.client.query_points(
@@ -194,7 +200,7 @@ class ServerBackend(IndexBackend):
                 limit=limit,
                 query_filter=_filter(filters),
                 with_payload=True,
-                with_vectors=[FRAMES_VECTOR],
+                with_vectors=[FRAMES_VECTOR] if frames else False,
             )
         return [stored_point(p) for p in result.points]
 
