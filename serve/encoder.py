@@ -38,6 +38,7 @@ from serve.batching import Batcher
 from serve.schemas import BatchConfig, ModelSpec
 
 DECODE_THREADS = 2  # concurrent decodes per replica
+VIDEO_BATCH = 8  # most windows per model call (user_config.max_batch_size overrides it)
 
 
 @dataclass
@@ -59,7 +60,7 @@ def serving_device() -> str:
     max_ongoing_requests=16,
     max_queued_requests=64,
     ray_actor_options={"num_cpus": 0.5},
-    user_config={"max_batch_size": 8},  # most windows per model call
+    user_config={"max_batch_size": VIDEO_BATCH},
 )
 class VideoEncoder:
     """Encodes videos given as paths to staged files (never file objects: those do not pickle)."""
@@ -71,7 +72,7 @@ class VideoEncoder:
         self.model = load_encoder_model(self.cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
         self._model_lock = asyncio.Lock()
         self._decode_pool = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
-        self._encode_batch = Batcher(self._encode_windows, max_batch_size=8)
+        self._encode_batch = Batcher(self._encode_windows, VIDEO_BATCH)
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Apply `user_config` batch settings live (Serve calls this on start and on config change)."""

@@ -53,7 +53,7 @@ from serve.streams import StreamStore
 T = TypeVar("T")
 REOPEN_EVERY_S = 1.0  # at most one attempt to (re)open an unreachable index per this many seconds
 EXACT_QUEUE = 4  # exact searches running or waiting per replica; more are answered 503 busy
-TEXT_BATCH = 32  # most queries per text-encoder call
+TEXT_BATCH = 32  # most queries per text-encoder call (the ingress's user_config.max_batch_size overrides it)
 
 
 def window_info(point_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -121,17 +121,17 @@ class IndexService:
     def __init__(
         self,
         spec: dict[str, Any],
-        media_dir: str | Path | None = None,
-        streams_dir: str | Path | None = None,
+        media: MediaStore | None = None,
+        streams: StreamStore | None = None,
         max_batch_size: int = TEXT_BATCH,
     ):
+        """`media`, `streams`: where a reindex finds the kept files (the ingress's stores)."""
         model_spec = ModelSpec.model_validate(spec)
         self.base_cfg = Config.model_validate(model_spec.config)
         cfg = resolve_config(self.base_cfg, model_spec.checkpoint)
         model = load_encoder_model(cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
         self.serving = Serving(cfg, model, model_spec.checkpoint, model_spec.seed)
-        self.media = MediaStore(media_dir) if media_dir else None
-        self.streams = StreamStore(streams_dir) if streams_dir else None
+        self.media, self.streams = media, streams
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
         self._exact_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-exact")
         self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-health")

@@ -49,7 +49,7 @@ from adaclip.index.base import canonical_id
 from adaclip.video.probe import probe_video
 from serve.encoder import EncodeOutcome
 from serve.http_errors import ApiError, install_error_handlers, log
-from serve.index_service import IndexService
+from serve.index_service import TEXT_BATCH, IndexService
 from serve.media import MEDIA_TYPES, MediaStore, thumbnail_png
 from serve.schemas import (
     MAX_K,
@@ -212,7 +212,7 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
     max_queued_requests=1000,
     backpressure_config={"status_code": 503, "retry_after_s": 5},
     ray_actor_options={"num_cpus": 0.5},
-    user_config={"max_batch_size": 32},  # most queries per text-encoder call
+    user_config={"max_batch_size": TEXT_BATCH},  # most queries per text-encoder call
 )
 @serve.ingress(app)
 class SearchAPI:
@@ -222,9 +222,9 @@ class SearchAPI:
         self.encoder = encoder
         self.args = AppArgs.model_validate(args)
         self._api_key = self._read_api_key(self.args.api_key_env)
-        self.index = IndexService(spec, self.args.media_dir, self.args.streams_dir)
         self.media = MediaStore(self.args.media_dir)
         self.streams = StreamStore(self.args.streams_dir)
+        self.index = IndexService(spec, self.media, self.streams)
         self._stream_locks: dict[str, asyncio.Lock] = {}
         self._stream_tasks: set[asyncio.Task] = set()
         self._reconciled = False
