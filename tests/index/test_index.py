@@ -227,6 +227,34 @@ def test_rerank_rescores_the_cosine_prefetch(loaded):
     assert [h.id for h in loaded.search(q, k=5)] == [h.id for h in loaded.search(q, k=5, candidates=200)]
 
 
+def test_one_request_rerank_equals_fetching_each_candidate(loaded, monkeypatch):
+    """A rerank is one index request (the ANN returns the candidates' frames); the result equals
+    fetching each candidate's frames on its own and scoring it in float64."""
+    calls: list[str] = []
+
+    def counted(name: str, method):
+        def call(*args, **kwargs):
+            calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+    for name in ("nearest", "retrieve", "scan"):
+        monkeypatch.setattr(loaded.backend, name, counted(name, getattr(loaded.backend, name)))
+    for q in QUERIES:
+        calls.clear()
+        served = loaded.search(q, k=5, mode="rerank", candidates=30)
+        assert calls == ["nearest"]
+        pool = [p.id for p in loaded.backend.nearest(q, 30, None, frames=False)]
+        one_by_one = {i: loaded.backend.retrieve([i], with_payload=True, with_vectors=True)[0] for i in pool}
+        scored = {i: ref_qscore(q, p.frames) for i, p in one_by_one.items()}
+        expected = ref_rank({i: s for i, (s, _) in scored.items()}, 5)
+        assert_hits(served, expected, {i: s for i, (s, _) in scored.items()})
+        for hit in served:
+            timestamps = one_by_one[hit.id].payload["frame_timestamps"]
+            assert hit.moment == timestamps[scored[hit.id][1]]
+
+
 @pytest.mark.parametrize("mode", ["fast", "rerank", "exact"])
 def test_filters_apply_in_every_mode(loaded, mode):
     filters = {"source": "upload", "tag": "user-1"}
