@@ -105,6 +105,12 @@ class Serving:
     checkpoint: str | None
     seed: int
 
+    @classmethod
+    def load(cls, base_cfg: Config, checkpoint: str | None, seed: int) -> Serving:
+        """The model of `checkpoint` (or a random init with `seed`) with its resolved config."""
+        cfg = resolve_config(base_cfg, checkpoint)
+        return cls(cfg, load_encoder_model(cfg, checkpoint, serving_device(), seed), checkpoint, seed)
+
     @property
     def version(self) -> str:
         return self.model.model_version
@@ -128,9 +134,7 @@ class IndexService:
         """`media`, `streams`: where a reindex finds the kept files (the ingress's stores)."""
         model_spec = ModelSpec.model_validate(spec)
         self.base_cfg = Config.model_validate(model_spec.config)
-        cfg = resolve_config(self.base_cfg, model_spec.checkpoint)
-        model = load_encoder_model(cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
-        self.serving = Serving(cfg, model, model_spec.checkpoint, model_spec.seed)
+        self.serving = Serving.load(self.base_cfg, model_spec.checkpoint, model_spec.seed)
         self.media, self.streams = media, streams
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
         self._exact_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-exact")
@@ -342,9 +346,8 @@ class IndexService:
         then, on the index thread (writes wait), re-encode what arrived meanwhile, drop what was
         deleted, switch the active record and this service in one step, and release the old
         collection (removable with `adaclip index drop`)."""
-        cfg = resolve_config(self.base_cfg, checkpoint)
-        model = load_encoder_model(cfg, checkpoint, serving_device(), seed)
-        new_serving = Serving(cfg, model, checkpoint, seed)
+        new_serving = Serving.load(self.base_cfg, checkpoint, seed)
+        cfg, model = new_serving.cfg, new_serving.model
         old = self._open()
         if new_serving.version == old.model_version:
             return {

@@ -2,8 +2,8 @@
 
 Every model version has its own collection, so vectors of two models never mix. The *active*
 record names the collection searches use and how to rebuild the model that wrote it (checkpoint,
-seed), so a running service moves to a new model in one step (`adaclip reindex`) and refuses to
-start with a model other than the active one. Backends store it (`IndexBackend.read_active`):
+seed), so a running service moves to a new model in one step (`adaclip reindex`), and a service
+started with another model serves the active one. Backends store it (`IndexBackend.write_active`):
 
 - Qdrant server: a real collection alias (`{prefix}` -> `{prefix}_{version}`, switched in one
   request) and the record in the target collection's metadata.
@@ -33,15 +33,6 @@ class ActiveModel(BaseModel):
     model_version: str
     checkpoint: str | None = None
     seed: int = 0
-
-
-def mismatch(current: ActiveModel, wanted: str) -> ConfigError:
-    """The error of a service whose model is not the active one."""
-    return ConfigError(
-        f"the index's active model is {current.model_version} (collection {current.collection}, "
-        f"checkpoint {current.checkpoint}), this service's is {wanted}: start with that model, "
-        "or move the index to this one with `adaclip reindex --checkpoint ...`"
-    )
 
 
 # -- Edge: a record file ------------------------------------------------------------------------
