@@ -151,6 +151,11 @@ class TrainConfig(Strict):
     tau_decay: float = Field(default=0.045, ge=0)
     min_tau: float = Field(default=0.5, gt=0)
     k_warmup_epochs: int = Field(default=0, ge=0, description="K falls from N-1 to top_k over these epochs")
+    distill_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="weight of distilling query scoring into the video vector (adaclip.training)",
+    )
     num_workers: int = Field(default=1, ge=1, description="Ray Train workers")
     cpus_per_worker: float = Field(default=1.0, gt=0)
     use_gpu: bool = False
@@ -225,6 +230,14 @@ class Config(Strict):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     index: IndexConfig = IndexConfig()
+
+    @model_validator(mode="after")
+    def _check_distillation(self) -> Config:
+        if self.train.distill_weight and self.model.aggregation == "qscore":
+            raise ValueError(
+                "train.distill_weight needs a video vector: model.aggregation=qscore is the teacher"
+            )
+        return self
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

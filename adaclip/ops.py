@@ -233,3 +233,29 @@ def symmetric_contrastive_loss(logits: Tensor) -> Tensor:
     x = logits.to(_compute_dtype(logits))
     target = torch.arange(x.shape[0], device=x.device)
     return (F.cross_entropy(x, target) + F.cross_entropy(x.T, target)) / 2
+
+
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """KL(teacher || student) of the softmax over each row and each column of two (B, B) logit
+    matrices, averaged over rows, then over the two directions; the teacher carries no gradient.
+
+    Soft-target distillation (Hinton et al.) of a batch's text-to-video and video-to-text
+    distributions, as TeachCLIP distils a query-dependent teacher into a one-vector student.
+    """
+    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student and teacher logits must be (B, B) of one shape, got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    dtype = _compute_dtype(student_logits, teacher_logits)
+    s, t = student_logits.to(dtype), teacher_logits.detach().to(dtype)
+
+    def kl(student: Tensor, teacher: Tensor) -> Tensor:
+        return F.kl_div(
+            F.log_softmax(student, dim=-1),
+            F.log_softmax(teacher, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        )
+
+    return (kl(s, t) + kl(s.T, t.T)) / 2

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import nn
 
 from adaclip.models import AdaCLIP, VideoEmbedding
-from adaclip.ops import symmetric_contrastive_loss
+from adaclip.ops import distillation_loss, symmetric_contrastive_loss
 
 
 def world_size() -> int:
@@ -37,13 +37,23 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 class RetrievalTask(nn.Module):
     """Symmetric contrastive loss of a batch of (tokens, frames), in one call so DDP syncs it.
 
+    With `distill_weight` > 0 (a model with a video vector only) the loss adds that weight times
+    the distillation of query scoring over the same kept frames (the teacher, no gradient) into
+    the video vector's similarities (TeachCLIP's idea, with the model as its own teacher): the
+    video vector learns to rank as query scoring does, so `rerank` needs fewer candidates.
+
     The loss is multiplied by the world size: DDP averages gradients over workers and each
     worker's only cover its own rows, so the result is the gradient of the global-batch loss.
     """
 
-    def __init__(self, model: AdaCLIP):
+    def __init__(self, model: AdaCLIP, distill_weight: float = 0.0):
         super().__init__()
+        if distill_weight < 0:
+            raise ValueError(f"distill_weight must be >= 0, got {distill_weight}")
+        if distill_weight and model.aggregator is None:
+            raise ValueError("distillation needs a video vector: aggregation=qscore is the teacher itself")
         self.model = model
+        self.distill_weight = distill_weight
 
     def forward(
         self,
@@ -63,5 +73,11 @@ class RetrievalTask(nn.Module):
             embedding = VideoEmbedding(
                 video=None, frames=gather_with_grad(video.frames), indices=None, logits=None
             )
-        logits = self.model.clip.logit_scale.exp().float() * self.model.similarity(text, embedding)
-        return symmetric_contrastive_loss(logits.float()) * world_size()
+        logits = self.model.logits(text, embedding).float()  # (B, B)
+        loss = symmetric_contrastive_loss(logits)
+        if self.distill_weight:
+            with torch.no_grad():
+                frames = gather_with_grad(video.frames.detach())  # (B, K, D)
+                teacher = self.model.logits(text, VideoEmbedding(None, frames, None, None)).float()
+            loss = loss + self.distill_weight * distillation_loss(logits, teacher)
+        return loss * world_size()

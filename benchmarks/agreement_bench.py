@@ -170,6 +170,22 @@ def recommend(result: dict[str, Any], share: float = 0.99, max_ratio: float = 2.
     return min(ok) if ok else None
 
 
+def candidates_needed(queries: np.ndarray, videos: np.ndarray, exact: list[list[int]]) -> np.ndarray:
+    """Per query, the candidates a rerank needs to hold exact's top 10: the worst rank, under the
+    video vector (brute-force cosine, no ANN error), of any video in exact's top 10."""
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    v = videos / np.linalg.norm(videos, axis=1, keepdims=True)
+    sims = q @ v.T  # (queries, videos)
+    return np.array([int((sims[i] > sims[i, top].min()).sum()) + 1 for i, top in enumerate(exact)])
+
+
+def candidates_for(result: dict[str, Any], share: float = 0.99) -> int | None:
+    """The smallest candidate count whose top 10 equals exact's on `share` of the queries, at any
+    latency (None: no count measured reaches it): how well the video vector predicts query scoring."""
+    ok = [r["candidates"] for r in result["rerank"] if r["top10_identical_share"] >= share]
+    return min(ok) if ok else None
+
+
 def plot(result: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
@@ -257,10 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     relevant = [members[scene[i]] for i in picks]
     queries = encode_queries(model, texts, cfg.data.max_text_tokens)
     text, frames = torch.from_numpy(queries), torch.from_numpy(arrays["frames"])
-    exact = [
-        list(np.argsort(-s, kind="stable")[:TOP])
-        for s in query_scoring_similarity(text, frames, **qs).numpy()
-    ]
+    scores = query_scoring_similarity(text, frames, **qs).numpy()  # (queries, videos)
+    exact = [list(np.argsort(-s, kind="stable")[:TOP]) for s in scores]
+    needed = candidates_needed(queries, arrays["video"], exact)
 
     with tempfile.TemporaryDirectory() as tmp:
         icfg = cfg.index.model_copy(
@@ -298,15 +313,26 @@ def main(argv: list[str] | None = None) -> int:
                 "encode_s": round(float(arrays["encode_s"]), 1),
                 "index_build_s": round(build_s, 1),
                 **measure(index, queries, exact, relevant, args, qs),
+                "candidates_needed": {
+                    f"p{q}": int(np.percentile(needed, q, method="higher")) for q in (50, 90, 95, 99, 100)
+                },
             }
     result["recommended_candidates"] = recommend(result)
+    result["candidates_for_99"] = candidates_for(result)
     result["load_average"] = round(os.getloadavg()[0], 2)
     result["date"] = time.strftime("%Y-%m-%d")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     result["plot"] = str(plot(result, args.plot or args.out.with_suffix(".png")))
     print(table(result))
-    print(f"recommended rerank candidates: {result['recommended_candidates']}; plot: {result['plot']}")
+    print(
+        f"recommended rerank candidates: {result['recommended_candidates']}; 99% identical from "
+        f"{result['candidates_for_99']} candidates; plot: {result['plot']}"
+    )
+    print(
+        "candidates needed to hold exact's top 10 (percentiles over queries): "
+        + ", ".join(f"{k} {v}" for k, v in result["candidates_needed"].items())
+    )
     return 0
 
 

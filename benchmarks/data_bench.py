@@ -76,7 +76,7 @@ class Trainer:
         torch.manual_seed(seed)
         self.cfg = cfg
         self.model = AdaCLIP.from_config(cfg.model)
-        self.task = RetrievalTask(self.model).train()
+        self.task = RetrievalTask(self.model, cfg.train.distill_weight).train()
         groups = self.model.param_groups(cfg.train.lr, cfg.train.coef_lr, cfg.train.weight_decay)
         self.optimizer = torch.optim.AdamW(groups, betas=cfg.train.betas)
         self.k, self.tau = cfg.model.top_k, cfg.train.init_tau

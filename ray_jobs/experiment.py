@@ -11,7 +11,13 @@ the effect of each is measured with the other held fixed:
 - uniform:      K evenly spaced of the N frames, mean pooling;
 - all_frames:   all N frames, mean pooling (N/K times more image-encoder work).
 
+`adaclip experiment distill` trains `learned` again with query scoring distilled into its video
+vector (`train.distill_weight`, see adaclip.training) beside `learned` itself (reused), so the
+two differ in that loss only; `benchmarks.agreement_bench --checkpoint` then measures how many
+`rerank` candidates each needs.
+
     adaclip experiment selection [--config configs/tiny.yaml] [--videos 300] [--json] [key=value ...]
+    adaclip experiment distill [--distill-weight 1.0] [--json]
 """
 
 from __future__ import annotations
@@ -91,18 +97,34 @@ def train_and_evaluate(
     return results
 
 
-def run_selection(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Every variant on the synthetic corpus, from one pre-trained tiny CLIP."""
+def distill_variants(weight: float) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
+    """`learned` and `learned` with distillation at `weight` (named by it, so runs at other
+    weights are kept apart), and the effect between them."""
+    name = f"learned_distill{weight:g}"
+    variants = {
+        "learned": VARIANTS["learned"],
+        name: [*VARIANTS["learned"], f"train.distill_weight={weight}"],
+    }
+    return variants, {"distillation": (name, "learned")}
+
+
+def run_experiment(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, str]]]:
+    """Every variant of the experiment on the synthetic corpus, from one pre-trained tiny CLIP."""
     out = Path(args.out)
     corpus = ensure_corpus(Path(args.corpus), args.videos, args.seed)
     clip = ensure_pretrained_clip(
         out / "tiny-clip.pt", args.config, args.pretrain_pairs, args.pretrain_epochs, args.seed
     )
     common = [*corpus_overrides(corpus, clip, out, args.seed), *args.overrides]
-    return train_and_evaluate(VARIANTS, args.config, common, out, reuse=args.reuse)
+    if args.name == "distill":  # `learned` is the selection experiment's, trained once
+        variants, effects = distill_variants(args.distill_weight)
+        return train_and_evaluate(variants, args.config, common, out, reuse=True), effects
+    return train_and_evaluate(VARIANTS, args.config, common, out, reuse=args.reuse), EFFECTS
 
 
-def summary(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+def summary(
+    results: dict[str, dict[str, Any]], effects: dict[str, tuple[str, str]] = EFFECTS
+) -> dict[str, dict[str, float]]:
     """R1, R5, MedR and GFLOPs per video for each variant, and `effects`: the R@1 points that
     learned selection and MLP-Score each add with the other factor fixed."""
     out: dict[str, dict[str, float]] = {
@@ -116,7 +138,7 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     }
     out["effects"] = {
         name: round(results[a]["t2v"]["R1"] - results[b]["t2v"]["R1"], 2)
-        for name, (a, b) in EFFECTS.items()
+        for name, (a, b) in effects.items()
         if a in results and b in results
     }
     return out
@@ -124,7 +146,7 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adaclip experiment", description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=["selection"], help="which experiment")
+    parser.add_argument("name", choices=["selection", "distill"], help="which experiment")
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument(
         "--corpus", default="data/experiment/synth", help="synthetic corpus folder (made if missing)"
@@ -136,14 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/experiment-selection")
     parser.add_argument("--json", action="store_true", help="print one JSON object keyed by variant")
     parser.add_argument("--reuse", action="store_true", help="keep variants already trained in --out")
+    parser.add_argument("--distill-weight", type=float, default=1.0, help="distill: train.distill_weight")
     parser.add_argument("overrides", nargs="*", help="config overrides applied to every variant")
     args = parser.parse_args(argv)
-    results = run_selection(args)
+    results, effects = run_experiment(args)
     if args.json:
-        print(json.dumps(summary(results)))
+        print(json.dumps(summary(results, effects)))
     else:
         print(format_table(results))
-        print("R@1 added: " + ", ".join(f"{k} {v:+.1f}" for k, v in summary(results)["effects"].items()))
+        added = summary(results, effects)["effects"]
+        print("R@1 added: " + ", ".join(f"{k} {v:+.1f}" for k, v in added.items()))
     return 0
 
 

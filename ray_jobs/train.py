@@ -173,7 +173,8 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_r1 = state["epoch"] + 1, state["best_r1"]
     task = ray.train.torch.prepare_model(
-        RetrievalTask(model), parallel_strategy_kwargs={"find_unused_parameters": True}
+        RetrievalTask(model, cfg.train.distill_weight),
+        parallel_strategy_kwargs={"find_unused_parameters": True},
     )
     per_worker = cfg.train.batch_size // world
     workers = worker_placement(loop.get("frame_store"), rank, world)

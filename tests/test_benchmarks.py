@@ -57,6 +57,18 @@ def test_agreement_json_shape(tmp_path):
     for row in [result["fast"], result["exact"], *result["rerank"]]:
         assert {"p50_ms", "p99_ms", "R1"} <= set(row)
     assert (tmp_path / "agreement.png").stat().st_size > 0
+    assert 10 <= result["candidates_needed"]["p50"] <= result["candidates_needed"]["p100"] <= 24
+
+
+def test_candidates_needed_is_the_worst_fast_rank_of_exacts_top_10():
+    rng = np.random.default_rng(5)
+    queries, videos = rng.standard_normal((3, 4)), rng.standard_normal((30, 4)) * rng.uniform(0.5, 2, (30, 1))
+    cos = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (
+        videos / np.linalg.norm(videos, axis=1, keepdims=True)
+    ).T
+    order = np.argsort(-cos, axis=1)  # fast's ranking
+    exact = [list(order[0, :10]), list(order[1, [0, 1, 2, 3, 4, 5, 6, 7, 8, 20]]), list(order[2, 5:15])]
+    assert agreement_bench.candidates_needed(queries, videos, exact).tolist() == [10, 21, 15]
 
 
 def test_moment_bench_json_and_long_videos(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from adaclip.ops import (
+    distillation_loss,
     hard_topk,
     hard_topk_from_noise,
     k_schedule,
@@ -386,3 +387,48 @@ def test_symmetric_loss_is_not_one_sided():
     assert symmetric_contrastive_loss(logits).item() == pytest.approx(ref_symmetric_loss(logits.numpy()))
     with pytest.raises(ValueError, match="square"):
         symmetric_contrastive_loss(torch.zeros(2, 3))
+
+
+# ---------------------------------------------------------------- distillation (TeachCLIP-style)
+def ref_distillation(student: np.ndarray, teacher: np.ndarray) -> float:
+    """Mean over rows of KL(softmax(teacher row) || softmax(student row)), same over columns, averaged."""
+
+    def kl_rows(s: np.ndarray, t: np.ndarray) -> float:
+        total = 0.0
+        for s_row, t_row in zip(s, t, strict=True):
+            p, q = ref_softmax(t_row), ref_softmax(s_row)
+            total += float(np.sum(p * (np.log(p) - np.log(q))))
+        return total / s.shape[0]
+
+    return (kl_rows(student, teacher) + kl_rows(student.T, teacher.T)) / 2
+
+
+@pytest.mark.parametrize("b", [1, 2, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_distillation_loss_matches_reference(b, dtype):
+    g = torch.Generator().manual_seed(100 + b)
+    student, teacher = (torch.randn(2, b, b, generator=g, dtype=torch.float64) * 8).to(dtype)
+    got = distillation_loss(student, teacher)
+    assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    want = ref_distillation(student.double().numpy(), teacher.double().numpy())
+    assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distillation_gradient_reaches_the_student_only():
+    """d/ds of the loss is (softmax_rows(s) - softmax_rows(t) + softmax_cols(s) - softmax_cols(t)) / 2B."""
+    g = torch.Generator().manual_seed(7)
+    b = 5
+    student = (torch.randn(b, b, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    teacher = (torch.randn(b, b, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    distillation_loss(student, teacher).backward()
+    s, t = student.detach().numpy(), teacher.detach().numpy()
+    rows = np.stack([ref_softmax(r) for r in s]) - np.stack([ref_softmax(r) for r in t])
+    cols = (np.stack([ref_softmax(c) for c in s.T]) - np.stack([ref_softmax(c) for c in t.T])).T
+    np.testing.assert_allclose(student.grad.numpy(), (rows + cols) / (2 * b), rtol=1e-9, atol=1e-12)
+    assert teacher.grad is None
+
+
+def test_distillation_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="one shape"):
+        distillation_loss(torch.zeros(2, 2), torch.zeros(3, 3))
