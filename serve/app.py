@@ -3,7 +3,9 @@
 `build_app(args)` validates the args into `AppArgs` and the model config they name (so a typo
 fails at deploy time with the field named), then binds the ingress (which holds the index) ->
 VideoEncoder.
-Every deployment declares a fractional CPU share so the whole app fits a 2-core machine; the
+Deployment settings (resources, replicas, batch sizes) have their defaults in the
+`@serve.deployment` decorators and their overrides in the Serve config's `deployments:` only;
+every deployment declares a fractional CPU share so the whole app fits a 2-core machine, and the
 encoder asks for a GPU when the cluster has one. Nothing here does I/O at import time.
 """
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
+from ray.serve.deployment import Deployment
 
 from adaclip.checkpoint import CHECKPOINT_FILE
 from adaclip.config import Config, load_config
@@ -29,6 +32,15 @@ def _cluster_gpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
+
+
+def with_gpu(deployment: Deployment, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` plus one GPU per replica when the cluster has one and neither the options nor the
+    decorator say how many (`num_gpus: 0` keeps a replica on CPU)."""
+    actor = {**(deployment.ray_actor_options or {}), **options.get("ray_actor_options", {})}
+    if "num_gpus" in actor or not _cluster_gpus():
+        return options
+    return {**options, "ray_actor_options": {**actor, "num_gpus": 1}}
 
 
 def serving_config(args: AppArgs) -> Config:
@@ -58,19 +70,8 @@ def build_application(args: AppArgs, deployments: DeploymentOptions | None = Non
         seed=args.seed,
     ).model_dump()
     extra = deployments or {}
-    gpus = args.encoder_gpus if args.encoder_gpus is not None else min(1.0, _cluster_gpus())
-    encoder = VideoEncoder.options(
-        **{
-            "ray_actor_options": {"num_cpus": args.encoder_cpus, **({"num_gpus": gpus} if gpus else {})},
-            "autoscaling_config": {
-                "min_replicas": 1,
-                "max_replicas": args.encoder_max_replicas,
-                "target_ongoing_requests": 4,
-            },
-            **extra.get("VideoEncoder", {}),
-        }
-    ).bind(spec)
-    ingress = {"ray_actor_options": {"num_cpus": args.ingress_cpus}, **extra.get("SearchAPI", {})}
+    encoder = VideoEncoder.options(**with_gpu(VideoEncoder, extra.get("VideoEncoder", {}))).bind(spec)
+    ingress = extra.get("SearchAPI", {})
     replicas = ingress.get("num_replicas", 1)
     scaling = ingress.get("autoscaling_config") or {}
     if cfg.index.backend == "edge" and (replicas != 1 or scaling.get("max_replicas", 1) != 1):

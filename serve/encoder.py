@@ -59,7 +59,8 @@ def serving_device() -> str:
     name="VideoEncoder",
     max_ongoing_requests=16,
     max_queued_requests=64,
-    ray_actor_options={"num_cpus": 0.5},
+    ray_actor_options={"num_cpus": 0.5},  # + one GPU when the cluster has one (serve.app)
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4},
     user_config={"max_batch_size": VIDEO_BATCH},
 )
 class VideoEncoder:

@@ -67,10 +67,6 @@ class AppArgs(Strict):
         description="other origins (scheme://host:port) whose pages may write; a browser request from "
         "any other site is 403 (no cross-site uploads)",
     )
-    ingress_cpus: float = Field(default=0.5, gt=0, description="the ingress holds the index and text encoder")
-    encoder_cpus: float = Field(default=0.5, gt=0)
-    encoder_gpus: float | None = Field(default=None, ge=0, description="None: 1 when the cluster has a GPU")
-    encoder_max_replicas: int = Field(default=2, ge=1)
 
     @field_validator("config", "checkpoint", "staging_dir", "media_dir", "streams_dir")
     @classmethod

@@ -1,7 +1,7 @@
 """Helpers of the tests that start servers and processes: a free port, polling with a deadline
 (tests never sleep to wait), whether an HTTP server answers, and the processes of a session (a
 subprocess started with `start_new_session=True` and everything it started), found in /proc and
-killed."""
+killed; and the Serve `deployments:` of a test app that fits 2 CPUs."""
 
 from __future__ import annotations
 
@@ -86,3 +86,17 @@ def kill_session(sid: int, tag: str | None = None, deadline_s: float = 20.0) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"processes survive SIGKILL: {procs}")
         time.sleep(0.1)  # poll interval
+
+
+def one_encoder(cpus: float, ingress_cpus: float | None = None) -> dict[str, dict[str, Any]]:
+    """Serve deployment options: one VideoEncoder replica with `cpus` (a second only costs start-up
+    time in a test), and the ingress's CPU share when given."""
+    out: dict[str, dict[str, Any]] = {
+        "VideoEncoder": {
+            "ray_actor_options": {"num_cpus": cpus},
+            "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
+        }
+    }
+    if ingress_cpus is not None:
+        out["SearchAPI"] = {"ray_actor_options": {"num_cpus": ingress_cpus}}
+    return out

@@ -873,8 +873,9 @@ def test_rayservice_args_agree_with_its_deployments_and_storage():
     assert cfg.index.backend == "server", "several ingress replicas (each holds the index) need a server"
     assert deployments["SearchAPI"]["num_replicas"] > 1
     scaling = deployments["VideoEncoder"]["autoscaling_config"]
-    assert 1 <= scaling["min_replicas"] < scaling["max_replicas"] == args["encoder_max_replicas"]
-    assert args["encoder_gpus"] == 1, "an autoscaling cluster must ask for the encoder's GPU explicitly"
+    assert 1 <= scaling["min_replicas"] < scaling["max_replicas"]
+    gpus = deployments["VideoEncoder"]["ray_actor_options"]["num_gpus"]
+    assert gpus == 1, "an autoscaling cluster must ask for the encoder's GPU explicitly"
     for key in ("staging_dir", "checkpoint"):
         assert args[key].startswith(SHARED + "/"), f"{key} must be on the shared volume"
     assert all(root.startswith(SHARED + "/") for root in args["ingest_roots"])

@@ -74,6 +74,7 @@ def running(states: dict[str, int]) -> int:
 @pytest.fixture
 def served(ray_local, tmp_path: Path):
     """The app on a free port with SearchAPI autoscaling; deleted and Serve shut down at the end."""
+    from processes import one_encoder
     from ray import serve
 
     from serve.app import build_application
@@ -88,14 +89,15 @@ def served(ray_local, tmp_path: Path):
             "staging_dir": str(tmp_path / "staging"),
             "media_dir": str(tmp_path / "media"),
             "streams_dir": str(tmp_path / "streams"),
-            "ingress_cpus": 0.3,  # two ingress replicas and one encoder: 0.9 of 2 CPUs
-            "encoder_cpus": 0.3,
-            "encoder_max_replicas": 1,
         }
     )
+    deployments = {  # two ingress replicas and one encoder: 0.9 of 2 CPUs
+        DEPLOYMENT: {"autoscaling_config": AUTOSCALING, "ray_actor_options": {"num_cpus": 0.3}},
+        **one_encoder(0.3),
+    }
     try:
         serve.run(
-            build_application(args, {DEPLOYMENT: {"autoscaling_config": AUTOSCALING}}),
+            build_application(args, deployments),
             name=APP,
             route_prefix="/",
         )

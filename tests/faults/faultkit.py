@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import yaml
-from processes import TAG_VAR, free_port, kill_session, session_processes, wait_until
+from processes import TAG_VAR, free_port, kill_session, one_encoder, session_processes, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -126,8 +126,8 @@ class ServeApp:
                         "media_dir": str(self.media_dir),
                         "streams_dir": str(self.workdir / "streams"),
                         "max_upload_bytes": 4 * 1024 * 1024,
-                        "encoder_max_replicas": 1,  # a second encoder only costs start-up time here
                     },
+                    "deployments": [{"name": name, **options} for name, options in one_encoder(0.5).items()],
                 }
             ]
         }

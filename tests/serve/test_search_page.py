@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from processes import one_encoder
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,8 @@ def page_url(ray_local, tmp_path_factory):
     """The Serve app (tiny random-init model, empty embedded index) on 127.0.0.1."""
     from ray import serve
 
-    from serve.app import build_app
+    from serve.app import build_application
+    from serve.schemas import AppArgs
 
     work = tmp_path_factory.mktemp("page")
     port = free_port()
@@ -57,10 +59,9 @@ def page_url(ray_local, tmp_path_factory):
         "staging_dir": str(work / "staging"),
         "media_dir": str(work / "media"),
         "streams_dir": str(work / "streams"),
-        "encoder_cpus": 0.3,
-        "encoder_max_replicas": 1,
     }
-    serve.run(build_app(args), name="adaclip-page", route_prefix="/")
+    app = build_application(AppArgs.model_validate(args), one_encoder(0.3))
+    serve.run(app, name="adaclip-page", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{url}/healthz", timeout=5).status_code == 200, "/healthz")
     yield url

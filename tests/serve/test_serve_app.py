@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from processes import one_encoder
 
 from adaclip.config import load_config
 from adaclip.encoding import decode_for_model, encode_decoded, encode_queries, load_encoder_model
@@ -58,16 +59,18 @@ def wait_healthy(url: str, deadline_s: float = 120.0, ok=lambda r: r.status_code
 class ServedApp:
     """Starts, restarts and stops one named Serve application with fixed args."""
 
-    def __init__(self, name: str, route_prefix: str, args: dict, port: int):
-        self.name, self.route_prefix, self.args = name, route_prefix, args
+    def __init__(self, name: str, route_prefix: str, args: dict, port: int, deployments: dict):
+        self.name, self.route_prefix, self.args, self.deployments = name, route_prefix, args, deployments
         self.url = f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
 
     def start(self, ok=lambda r: r.status_code == 200) -> None:
         from ray import serve
 
-        from serve.app import build_app
+        from serve.app import build_application
+        from serve.schemas import AppArgs
 
-        serve.run(build_app(self.args), name=self.name, route_prefix=self.route_prefix)
+        app = build_application(AppArgs.model_validate(self.args), self.deployments)
+        serve.run(app, name=self.name, route_prefix=self.route_prefix)
         wait_healthy(self.url, ok=ok)
 
     def stop(self) -> None:
@@ -115,10 +118,8 @@ def app(serve_port, checkpoint, workdir, synth_corpus) -> ServedApp:
         "streams_dir": str(workdir / "streams"),
         "max_upload_bytes": CAP,
         "ingest_roots": [str(corpus_dir(synth_corpus))],
-        "encoder_cpus": 0.3,
-        "encoder_max_replicas": 1,
     }
-    served = ServedApp(APP, "/", args, serve_port)
+    served = ServedApp(APP, "/", args, serve_port, one_encoder(0.3))
     served.start()
     yield served
     served.stop()
@@ -531,11 +532,8 @@ def test_index_server_down_is_503_with_retry_after(serve_port, checkpoint, workd
         "media_dir": str(workdir / "media-down"),
         "streams_dir": str(workdir / "streams-down"),
         "retry_after_s": 7,
-        "encoder_cpus": 0.1,
-        "ingress_cpus": 0.05,
-        "encoder_max_replicas": 1,
     }
-    down = ServedApp(DOWN_APP, "/down", args, serve_port)
+    down = ServedApp(DOWN_APP, "/down", args, serve_port, one_encoder(0.1, ingress_cpus=0.05))
     down.start(ok=lambda r: r.status_code == 503)
     try:
         for r in (

@@ -214,3 +214,19 @@ def test_the_qdrant_key_is_never_written_out(tmp_path):
     assert "s3cret" not in json.dumps(read_checkpoint(path)["config"])
     with pytest.raises(ConfigError, match="QDRANT_API_KEY"):
         build_application(AppArgs(config=TINY, overrides=["index.api_key=s3cret-key"]))
+
+
+def test_encoder_asks_for_a_gpu_only_when_the_cluster_has_one_and_nothing_says_otherwise(monkeypatch):
+    import serve.app as app_module
+    from serve.encoder import VideoEncoder
+
+    monkeypatch.setattr(app_module, "_cluster_gpus", lambda: 0.0)
+    assert app_module.with_gpu(VideoEncoder, {}) == {}
+    monkeypatch.setattr(app_module, "_cluster_gpus", lambda: 2.0)
+    got = app_module.with_gpu(VideoEncoder, {"max_ongoing_requests": 4})
+    assert got == {"max_ongoing_requests": 4, "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 1}}
+    for options in (
+        {"ray_actor_options": {"num_gpus": 0}},
+        {"ray_actor_options": {"num_cpus": 2, "num_gpus": 0.5}},
+    ):
+        assert app_module.with_gpu(VideoEncoder, options) == options
