@@ -195,6 +195,12 @@ class IndexConfig(Strict):
         description="storage of frame vectors in a new collection: float16 halves their bytes (rerank "
         "reads them); an existing collection keeps the type it was created with",
     )
+    frames_on_disk: bool = Field(
+        default=False,
+        description="frame vectors of a new collection memory-mapped from disk and paged in as rerank "
+        "reads them, instead of held in RAM: for libraries whose frames outgrow memory (K per point, "
+        "most of the index's bytes); the video vectors and their HNSW graph stay in RAM",
+    )
     shards: int = Field(default=1, ge=1, description="server: shards of a new collection (spread over nodes)")
     replication_factor: int = Field(default=1, ge=1, description="server: copies of each shard")
     write_consistency: int = Field(

@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--frame-datatype", choices=["float32", "float16"], default="float32", help="index.frame_datatype"
     )
+    p.add_argument("--frames-on-disk", action="store_true", help="index.frames_on_disk")
     p.add_argument("--out", type=Path, default=Path("out/bench/agreement.json"))
     p.add_argument("--plot", type=Path, default=None, help="PNG of the curve (default: next to --out)")
     return p.parse_args(argv)
@@ -279,7 +280,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         icfg = cfg.index.model_copy(
-            update={"backend": "edge", "path": Path(tmp), "frame_datatype": args.frame_datatype}
+            update={
+                "backend": "edge",
+                "path": Path(tmp),
+                "frame_datatype": args.frame_datatype,
+                "frames_on_disk": args.frames_on_disk,
+            }
         )
         with open_index(icfg, int(model.embed_dim), model.model_version) as index:
             start = time.perf_counter()
@@ -307,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 "checkpoint": checkpoint,
                 "model_version": model.model_version,
                 "frame_datatype": args.frame_datatype,
+                "frames_on_disk": args.frames_on_disk,
                 "frames_per_video": int(frames.shape[1]),
                 "dim": int(frames.shape[2]),
                 **qs,

@@ -75,7 +75,9 @@ def open_backend(cfg: IndexConfig, collection: str, dim: int) -> IndexBackend:
     if cfg.backend == "edge":
         from adaclip.index.edge import EdgeBackend
 
-        return EdgeBackend(cfg.path, collection, dim, frame_datatype=cfg.frame_datatype)
+        return EdgeBackend(
+            cfg.path, collection, dim, frame_datatype=cfg.frame_datatype, frames_on_disk=cfg.frames_on_disk
+        )
     from adaclip.index.server import ServerBackend
 
     url, api_key = server_address(cfg)
@@ -92,6 +94,7 @@ def open_backend(cfg: IndexConfig, collection: str, dim: int) -> IndexBackend:
         timeout_s=cfg.timeout_s,
         layout=layout,
         frame_datatype=cfg.frame_datatype,
+        frames_on_disk=cfg.frames_on_disk,
     )
 
 

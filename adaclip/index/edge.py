@@ -33,16 +33,18 @@ EDGE_DATATYPES = {"float32": qe.VectorStorageDatatype.Float32, "float16": qe.Vec
 OPTIMIZE_EVERY = 5000
 
 
-def shard_config(dim: int, frame_datatype: str = "float32") -> qe.EdgeConfig:
+def shard_config(dim: int, frame_datatype: str = "float32", frames_on_disk: bool = False) -> qe.EdgeConfig:
     """`video`: cosine with HNSW; `frames`: raw multivector (dot, MAX_SIM) with HNSW off (m=0):
     it is only read back for exact re-scoring, and a graph over it makes optimising ~20x slower;
-    stored in `frame_datatype`."""
+    stored in `frame_datatype`, and with `frames_on_disk` memory-mapped without being loaded into
+    RAM (Edge's `Cold`; the default `Cached` loads them). Payloads are memory-mapped either way."""
     frames = qe.EdgeVectorParams(
         size=dim,
         distance=qe.Distance.Dot,
         multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
         hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
         datatype=EDGE_DATATYPES[frame_datatype],
+        memory=qe.Memory.Cold if frames_on_disk else None,
     )
     video = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
     return qe.EdgeConfig(vectors={VIDEO_VECTOR: video, FRAMES_VECTOR: frames})
@@ -66,13 +68,14 @@ class EdgeBackend(IndexBackend):
         dim: int,
         optimize_every: int = OPTIMIZE_EVERY,
         frame_datatype: str = "float32",
+        frames_on_disk: bool = False,
     ):
         self.collection = collection
         self.path = Path(root) / collection
         self.optimize_every = optimize_every
         self._unoptimized = 0
         self._shard: qe.EdgeShard | None = None
-        config = shard_config(dim, frame_datatype)
+        config = shard_config(dim, frame_datatype, frames_on_disk)
         try:
             if self.path.is_dir() and any(self.path.iterdir()):
                 self._shard = qe.EdgeShard.load(str(self.path), config)

@@ -35,9 +35,11 @@ UPSERT_BATCH = 64  # one request carries K frame vectors per point: keep request
 MEMORY = ":memory:"
 
 
-def vectors_config(dim: int, frame_datatype: str = "float32") -> dict[str, models.VectorParams]:
+def vectors_config(
+    dim: int, frame_datatype: str = "float32", frames_on_disk: bool = False
+) -> dict[str, models.VectorParams]:
     """Same schema as the Edge backend: `video` cosine + HNSW, `frames` raw multivector, m=0, in
-    `frame_datatype`."""
+    `frame_datatype`, memory-mapped from disk with `frames_on_disk`."""
     return {
         VIDEO_VECTOR: models.VectorParams(size=dim, distance=models.Distance.COSINE),
         FRAMES_VECTOR: models.VectorParams(
@@ -46,6 +48,7 @@ def vectors_config(dim: int, frame_datatype: str = "float32") -> dict[str, model
             multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
             hnsw_config=models.HnswConfigDiff(m=0),
             datatype=models.Datatype(frame_datatype),
+            on_disk=frames_on_disk or None,
         ),
     }
 
@@ -109,12 +112,14 @@ class ServerBackend(IndexBackend):
         timeout_s: float = 10.0,
         layout: dict[str, int] | None = None,
         frame_datatype: str = "float32",
+        frames_on_disk: bool = False,
     ):
         """`layout`: shard_number, replication_factor, write_consistency_factor of a new collection."""
         self.collection = collection
         self.url = url
         self.layout = layout or {}
         self.frame_datatype = frame_datatype
+        self.frames_on_disk = frames_on_disk
         self.client = make_client(url, api_key, timeout_s)
         self._ensure_collection(dim)
 
@@ -133,7 +138,9 @@ class ServerBackend(IndexBackend):
                 return
             try:
                 self.client.create_collection(
-                    self.collection, vectors_config=vectors_config(dim, self.frame_datatype), **self.layout
+                    self.collection,
+                    vectors_config=vectors_config(dim, self.frame_datatype, self.frames_on_disk),
+                    **self.layout,
                 )
             except UnexpectedResponse as e:
                 if e.status_code != 409:  # 409: another replica created it first

@@ -3,9 +3,11 @@ qdrant-client local mode for the server backend), checked against brute force in
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from adaclip.config import IndexConfig
 from adaclip.errors import ConfigError, IndexUnavailableError
 from adaclip.index import IndexedVideo, VideoIndex, collection_name, open_index, video_id
+from adaclip.index.base import FRAMES_VECTOR
 
 D = 32
 N = 300
@@ -443,6 +446,41 @@ def test_float16_frame_vectors_halve_storage_and_score_as_their_rounded_values(t
         ]
         sizes[datatype] = sum(p.stat().st_blocks * 512 for p in frames)  # allocated: files are sparse
     assert sizes["float16"] < 0.6 * sizes["float32"], sizes
+
+
+def frame_storage_types(root) -> set[str]:
+    """How the Edge shard under `root` stores frame vectors, from its segments' own config."""
+    return {
+        json.loads(f.read_text())["config"]["vector_data"]["frames"]["storage_type"]
+        for f in Path(root).rglob("segment.json")
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frames_on_disk_are_memory_mapped_and_search_the_same(backend, tmp_path):
+    """`index.frames_on_disk` stores a new collection's frame vectors memory-mapped, not loaded
+    into RAM (Edge: ChunkedMmap instead of InRamChunkedMmap; server: the collection's on_disk), and
+    every mode answers as in RAM."""
+    answers = []
+    for on_disk in (False, True):
+        index = open_test_index(backend, tmp_path / str(on_disk), frames_on_disk=on_disk)
+        index.upsert(VIDEOS)
+        index.optimize()
+        if backend == "edge":
+            want = "ChunkedMmap" if on_disk else "InRamChunkedMmap"
+            assert frame_storage_types(tmp_path / str(on_disk)) == {want}
+        else:
+            params = index.backend.client.get_collection(index.backend.collection).config.params
+            assert bool(params.vectors[FRAMES_VECTOR].on_disk) is on_disk
+        answers.append(
+            [
+                [(h.id, round(h.score, 6)) for h in index.search(q, k=5, mode=m)]
+                for q in QUERIES
+                for m in ("fast", "rerank", "exact")
+            ]
+        )
+        index.close()
+    assert answers[0] == answers[1]
 
 
 def test_one_of_two_racing_writers_creates_the_video(empty):
