@@ -165,7 +165,7 @@ class TrainConfig(Strict):
     output_dir: Path = Path("runs/default")
 
 
-MAX_RERANK_CANDIDATES = 2000  # rerank reads every candidate's frames: ~65 us each (benchmarks/NOTES.md)
+MAX_RERANK_CANDIDATES = 2000  # rerank reads every candidate's frames: ~62 us each (benchmarks/NOTES.md)
 
 
 class IndexConfig(Strict):
@@ -186,7 +186,7 @@ class IndexConfig(Strict):
         default=200,
         ge=1,
         le=MAX_RERANK_CANDIDATES,
-        description="rerank prefetch: with 200, top 10 overlapped exact's by 97.5% (identical on 84%) at 5x fast's "
+        description="rerank prefetch: with 200, top 10 overlapped exact's by 97.5% (identical on 84%) at 6x fast's "
         "latency on a trained model (benchmarks/agreement_bench.py, README)",
     )
     timeout_s: float = Field(default=10.0, gt=0)
@@ -197,9 +197,10 @@ class IndexConfig(Strict):
     )
     frames_on_disk: bool = Field(
         default=False,
-        description="frame vectors of a new collection memory-mapped from disk and paged in as rerank "
-        "reads them, instead of held in RAM: for libraries whose frames outgrow memory (K per point, "
-        "most of the index's bytes); the video vectors and their HNSW graph stay in RAM",
+        description="frame vectors memory-mapped from disk and paged in as rerank reads them, instead of "
+        "held in RAM: for libraries whose frames outgrow memory (K per point, most of the index's bytes); "
+        "the video vectors and their HNSW graph stay in RAM. Server: set when a collection is created; "
+        "Edge: applies to the segments written from then on",
     )
     shards: int = Field(default=1, ge=1, description="server: shards of a new collection (spread over nodes)")
     replication_factor: int = Field(default=1, ge=1, description="server: copies of each shard")
@@ -236,14 +237,6 @@ class Config(Strict):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     index: IndexConfig = IndexConfig()
-
-    @model_validator(mode="after")
-    def _check_distillation(self) -> Config:
-        if self.train.distill_weight and self.model.aggregation == "qscore":
-            raise ValueError(
-                "train.distill_weight needs a video vector: model.aggregation=qscore is the teacher"
-            )
-        return self
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -40,7 +40,8 @@ class RetrievalTask(nn.Module):
     With `distill_weight` > 0 (a model with a video vector only) the loss adds that weight times
     the distillation of query scoring over the same kept frames (the teacher, no gradient) into
     the video vector's similarities (TeachCLIP's idea, with the model as its own teacher): the
-    video vector learns to rank as query scoring does, so `rerank` needs fewer candidates.
+    video vector learns to rank as query scoring does, so `rerank` needs fewer candidates. The
+    student's logits carry the learned logit scale, so the term trains that temperature too.
 
     The loss is multiplied by the world size: DDP averages gradients over workers and each
     worker's only cover its own rows, so the result is the gradient of the global-batch loss.

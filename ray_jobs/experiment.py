@@ -12,9 +12,9 @@ the effect of each is measured with the other held fixed:
 - all_frames:   all N frames, mean pooling (N/K times more image-encoder work).
 
 `adaclip experiment distill` trains `learned` again with query scoring distilled into its video
-vector (`train.distill_weight`, see adaclip.training) beside `learned` itself (reused), so the
-two differ in that loss only; `benchmarks.agreement_bench --checkpoint` then measures how many
-`rerank` candidates each needs.
+vector (`train.distill_weight`, see adaclip.training) beside `learned` itself (reused when already
+trained in --out: run both experiments with the same settings so the two differ in that loss only);
+`benchmarks.agreement_bench --checkpoint` then measures how many `rerank` candidates each needs.
 
     adaclip experiment selection [--config configs/tiny.yaml] [--videos 300] [--json] [key=value ...]
     adaclip experiment distill [--distill-weight 1.0] [--json]
@@ -97,15 +97,14 @@ def train_and_evaluate(
     return results
 
 
-def distill_variants(weight: float) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
-    """`learned` and `learned` with distillation at `weight` (named by it, so runs at other
-    weights are kept apart), and the effect between them."""
+def distill_variants(
+    weight: float,
+) -> tuple[tuple[dict[str, list[str]], dict[str, list[str]]], dict[str, tuple[str, str]]]:
+    """(`learned`, `learned` with distillation at `weight`, named by it so runs at other weights
+    are kept apart) and the effect between them."""
     name = f"learned_distill{weight:g}"
-    variants = {
-        "learned": VARIANTS["learned"],
-        name: [*VARIANTS["learned"], f"train.distill_weight={weight}"],
-    }
-    return variants, {"distillation": (name, "learned")}
+    distilled = {name: [*VARIANTS["learned"], f"train.distill_weight={weight}"]}
+    return ({"learned": VARIANTS["learned"]}, distilled), {"distillation": (name, "learned")}
 
 
 def run_experiment(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, str]]]:
@@ -116,9 +115,10 @@ def run_experiment(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]],
         out / "tiny-clip.pt", args.config, args.pretrain_pairs, args.pretrain_epochs, args.seed
     )
     common = [*corpus_overrides(corpus, clip, out, args.seed), *args.overrides]
-    if args.name == "distill":  # `learned` is the selection experiment's, trained once
-        variants, effects = distill_variants(args.distill_weight)
-        return train_and_evaluate(variants, args.config, common, out, reuse=True), effects
+    if args.name == "distill":  # `learned` is the selection experiment's when it has been trained
+        (baseline, distilled), effects = distill_variants(args.distill_weight)
+        results = train_and_evaluate(baseline, args.config, common, out, reuse=True)
+        return results | train_and_evaluate(distilled, args.config, common, out, reuse=args.reuse), effects
     return train_and_evaluate(VARIANTS, args.config, common, out, reuse=args.reuse), EFFECTS
 
 

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from adaclip.checkpoint import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
 from adaclip.config import Config
 from adaclip.data.annotations import caption_table
-from adaclip.errors import DataError
+from adaclip.errors import ConfigError, DataError
 from adaclip.evaluation import evaluate_batches
 from adaclip.models import AdaCLIP
 from adaclip.ops import k_schedule, tau_schedule
@@ -268,10 +268,20 @@ def steps_per_epoch(records, cfg: Config) -> int:
     return max(1, rows // cfg.train.batch_size)
 
 
+def check_trainable(cfg: Config) -> None:
+    """Training settings that only conflict when training (evaluation may score a distilled
+    checkpoint with `model.aggregation=qscore`)."""
+    if cfg.train.distill_weight and cfg.model.aggregation == "qscore":
+        raise ConfigError(
+            "train.distill_weight needs a video vector: model.aggregation=qscore is the teacher"
+        )
+
+
 def build_trainer(cfg: Config) -> tuple[ray.train.torch.TorchTrainer, dict[str, str]]:
     """A TorchTrainer over the config's train/val splits, resuming from `<output_dir>/last` if
     present, and the videos known to have failed to decode. Decoding into the frame store (when
     `data.cache_dir` is set) happens here, before the Train workers hold any CPU."""
+    check_trainable(cfg)
     train_records, val_records = read_split(cfg, cfg.data.train_split), read_split(cfg, cfg.data.val_split)
     texts, c2v = caption_table(val_records, cfg.data.caption_mode)
     train_ds, train_store = train_dataset(train_records, cfg)

@@ -35,9 +35,10 @@ def _cluster_gpus() -> float:
 
 
 def with_gpu(deployment: Deployment, options: dict[str, Any]) -> dict[str, Any]:
-    """`options` plus one GPU per replica when the cluster has one and neither the options nor the
-    decorator say how many (`num_gpus: 0` keeps a replica on CPU)."""
-    actor = {**(deployment.ray_actor_options or {}), **options.get("ray_actor_options", {})}
+    """`options` plus one GPU per replica when the cluster has one and the replica's actor options
+    do not say how many (`num_gpus: 0` keeps it on CPU). The actor options are the options' own
+    `ray_actor_options`, which replace the decorator's whole dict as in Serve, else the decorator's."""
+    actor = options.get("ray_actor_options", deployment.ray_actor_options or {})
     if "num_gpus" in actor or not _cluster_gpus():
         return options
     return {**options, "ray_actor_options": {**actor, "num_gpus": 1}}

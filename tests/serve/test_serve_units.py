@@ -230,3 +230,6 @@ def test_encoder_asks_for_a_gpu_only_when_the_cluster_has_one_and_nothing_says_o
         {"ray_actor_options": {"num_cpus": 2, "num_gpus": 0.5}},
     ):
         assert app_module.with_gpu(VideoEncoder, options) == options
+    # options' ray_actor_options replace the decorator's (as Serve does): the GPU joins them alone
+    got = app_module.with_gpu(VideoEncoder, {"ray_actor_options": {"num_cpus": 2}})
+    assert got == {"ray_actor_options": {"num_cpus": 2, "num_gpus": 1}}
