@@ -150,13 +150,21 @@ def decode_for_model(path: str | Path, cfg: Config) -> DecodedVideo:
     return DecodeSettings.from_config(cfg, train=False).decode(path)
 
 
+def load_serving_model(
+    cfg: Config, checkpoint: str | Path | None, device: str | torch.device = "cpu", seed: int = 0
+) -> tuple[Config, AdaCLIP]:
+    """The config to serve with (`resolve_config`) and the model of `checkpoint`, or a random init
+    with `seed`."""
+    resolved = resolve_config(cfg, checkpoint)
+    return resolved, load_encoder_model(resolved, checkpoint, device, seed)
+
+
 def load_active_model(
     cfg: Config, active: ActiveModel, device: str | torch.device = "cpu"
 ) -> tuple[Config, AdaCLIP]:
     """The config and model an index's active record names (`adaclip.index.active`); ConfigError
     when they no longer give the recorded version (the checkpoint changed on disk)."""
-    resolved = resolve_config(cfg, active.checkpoint)
-    model = load_encoder_model(resolved, active.checkpoint, device, active.seed)
+    resolved, model = load_serving_model(cfg, active.checkpoint, device, active.seed)
     if model.model_version != active.model_version:
         raise ConfigError(
             f"checkpoint {active.checkpoint} (seed {active.seed}) now gives model {model.model_version}, "

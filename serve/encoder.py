@@ -28,8 +28,7 @@ from adaclip.encoding import (
     decode_windows_for_model,
     encode_decoded,
     load_active_model,
-    load_encoder_model,
-    resolve_config,
+    load_serving_model,
 )
 from adaclip.errors import ModelChangedError, VideoDecodeError
 from adaclip.index.active import ActiveModel
@@ -69,8 +68,9 @@ class VideoEncoder:
     def __init__(self, spec: dict[str, Any]):
         model_spec = ModelSpec.model_validate(spec)
         self.base_cfg = Config.model_validate(model_spec.config)
-        self.cfg = resolve_config(self.base_cfg, model_spec.checkpoint)
-        self.model = load_encoder_model(self.cfg, model_spec.checkpoint, serving_device(), model_spec.seed)
+        self.cfg, self.model = load_serving_model(
+            self.base_cfg, model_spec.checkpoint, serving_device(), model_spec.seed
+        )
         self._model_lock = asyncio.Lock()
         self._decode_pool = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
         self._encode_batch = Batcher(self._encode_windows, VIDEO_BATCH)

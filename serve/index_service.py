@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from adaclip.config import Config
-from adaclip.encoding import encode_queries, load_active_model, load_encoder_model, resolve_config
+from adaclip.encoding import encode_queries, load_active_model, load_serving_model
 from adaclip.errors import ConfigError, IndexBusyError, IndexUnavailableError, ModelChangedError
 from adaclip.index import (
     KEY_DURATION,
@@ -108,8 +108,7 @@ class Serving:
     @classmethod
     def load(cls, base_cfg: Config, checkpoint: str | None, seed: int) -> Serving:
         """The model of `checkpoint` (or a random init with `seed`) with its resolved config."""
-        cfg = resolve_config(base_cfg, checkpoint)
-        return cls(cfg, load_encoder_model(cfg, checkpoint, serving_device(), seed), checkpoint, seed)
+        return cls(*load_serving_model(base_cfg, checkpoint, serving_device(), seed), checkpoint, seed)
 
     @property
     def version(self) -> str:
