@@ -34,6 +34,16 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def worker_share(x: torch.Tensor) -> torch.Tensor:
+    """`x` unchanged, its gradient divided by the world size: for a parameter used after the
+    gather, whose gradient each worker computes in full from the global batch (the loss's
+    x world size and DDP's average would otherwise make it world size times too large)."""
+    world = world_size()
+    if world == 1:
+        return x
+    return x / world + (x * (1 - 1 / world)).detach()
+
+
 class RetrievalTask(nn.Module):
     """Symmetric contrastive loss of a batch of (tokens, frames), in one call so DDP syncs it.
 
@@ -45,6 +55,8 @@ class RetrievalTask(nn.Module):
 
     The loss is multiplied by the world size: DDP averages gradients over workers and each
     worker's only cover its own rows, so the result is the gradient of the global-batch loss.
+    The logit scale is used after the gather, so each worker's gradient for it already covers
+    the global batch: it takes its worker's share (`worker_share`).
     """
 
     def __init__(self, model: AdaCLIP, distill_weight: float = 0.0):
@@ -74,7 +86,8 @@ class RetrievalTask(nn.Module):
             embedding = VideoEmbedding(
                 video=None, frames=gather_with_grad(video.frames), indices=None, logits=None
             )
-        logits = self.model.logits(text, embedding).float()  # (B, B)
+        scale = worker_share(self.model.clip.logit_scale).exp().float()
+        logits = (scale * self.model.similarity(text, embedding)).float()  # (B, B), as model.logits
         loss = symmetric_contrastive_loss(logits)
         if self.distill_weight:
             with torch.no_grad():

@@ -69,3 +69,50 @@ def test_distillation_needs_a_video_vector():
         check_trainable(cfg)
     with pytest.raises(ValueError, match="video vector"):
         RetrievalTask(AdaCLIP.from_config(tiny_cfg(aggregation="qscore")), 1.0)
+
+
+def _ddp_worker(rank: int, world: int, port: int, state: dict, inputs: tuple, out: str) -> None:
+    """One DDP worker (gloo) on its shard of the batch: saves its parameters' gradients."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        model = AdaCLIP.from_config(tiny_cfg(aggregation="mlp")).eval()
+        model.load_state_dict(state)
+        task = DistributedDataParallel(RetrievalTask(model, 0.5), find_unused_parameters=True)
+        shard = [x.chunk(world)[rank] for x in inputs]
+        task(*shard, K, 1.0).backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        torch.save(grads, f"{out}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ddp_workers_get_the_gradient_of_the_global_batch_loss(tmp_path):
+    """Two gloo workers, each on half the batch, end with every gradient (the logit scale's too,
+    which each worker computes from the gathered global batch) equal to one process's on the
+    whole batch."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(0)
+    model = AdaCLIP.from_config(tiny_cfg(aggregation="mlp")).eval()  # deterministic selection
+    clip_frames, selector_frames = batch(seed=5, b=4)
+    inputs = (model.tokenize([*CAPTIONS, "a cat sleeps"]), clip_frames, selector_frames)
+    RetrievalTask(model, 0.5)(*inputs, K, 1.0).backward()
+    want = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    state = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    mp.spawn(_ddp_worker, args=(2, port, state, inputs, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"{rank}.pt")
+        assert got.keys() == want.keys()
+        assert "clip.logit_scale" in got
+        for name, grad in want.items():
+            torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
