@@ -20,14 +20,14 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from adaclip.config import Config
-from adaclip.encoding import encode_queries, load_active_model, load_serving_model
+from adaclip.encoding import QueryEncoder, load_active_model, load_serving_model
 from adaclip.errors import ConfigError, IndexBusyError, IndexUnavailableError, ModelChangedError
 from adaclip.index import (
     KEY_DURATION,
@@ -98,12 +98,17 @@ def hits_of(index: VideoIndex, serving: Serving, vector: np.ndarray, q: Query) -
 
 @dataclass(frozen=True)
 class Serving:
-    """The model searches embed queries with, and what rebuilds it (the active record's fields)."""
+    """The model searches embed queries with (its traced text path: `encode`), and what rebuilds
+    it (the active record's fields)."""
 
     cfg: Config  # resolved: the checkpoint's model and data sections
     model: AdaCLIP
     checkpoint: str | None
     seed: int
+    encode: QueryEncoder = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "encode", QueryEncoder(self.model, self.cfg.data.max_text_tokens))
 
     @classmethod
     def load(cls, base_cfg: Config, checkpoint: str | None, seed: int) -> Serving:
@@ -274,7 +279,7 @@ class IndexService:
         """On the index thread, where the model switch happens (so model and index agree): embed
         the texts in one model call, then search each; an error stays with its query."""
         serving = self.serving
-        vectors = encode_queries(serving.model, [q.text for q in queries], serving.cfg.data.max_text_tokens)
+        vectors = serving.encode([q.text for q in queries])
         answers: list[list[dict[str, Any]] | Exception] = []
         for q, vector in zip(queries, vectors, strict=True):
             try:
@@ -296,7 +301,7 @@ class IndexService:
                 def exact(index: VideoIndex, serving: Serving = serving) -> list[dict[str, Any]] | None:
                     if index.model_version != serving.version:
                         return None
-                    vector = encode_queries(serving.model, [q.text], serving.cfg.data.max_text_tokens)[0]
+                    vector = serving.encode([q.text])[0]
                     return hits_of(index, serving, vector, q)
 
                 found = await self._run(exact, pool=self._exact_pool)

@@ -11,6 +11,7 @@ import torch
 
 from adaclip.config import load_config
 from adaclip.encoding import (
+    QueryEncoder,
     content_hash,
     decode_for_model,
     encode_decoded,
@@ -91,6 +92,29 @@ def test_queries_are_unit_vectors(cfg):
     q = encode_queries(model, ["a red circle", "a big blue square in the middle"], cfg.data.max_text_tokens)
     assert q.shape == (2, model.embed_dim) and q.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("word_agg", ["none", "mlp", "transformer"])
+def test_query_encoder_gives_the_eager_vectors_at_any_batch_size(cfg, word_agg):
+    """The text path traced on one query equals the eager one for batches of 1 to 7 and captions
+    of any length; word aggregation by a transformer (its per-row key mask is reshaped with the
+    batch size, which a trace fixes) is caught by the check at batch size 2 and runs eagerly."""
+    wcfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"word_agg": word_agg})})
+    model = load_encoder_model(wcfg, seed=3)
+    encoder = QueryEncoder(model, wcfg.data.max_text_tokens)
+    assert isinstance(encoder._text, torch.jit.ScriptModule) == (word_agg != "transformer")
+    texts = [
+        "a red circle",
+        "a big blue square in the middle of a long caption " * 4,
+        "x",
+        "dog",
+        "a",
+        "b c",
+        "",
+    ]
+    for n in (1, 3, 7):
+        want = encode_queries(model, texts[:n], wcfg.data.max_text_tokens)
+        np.testing.assert_allclose(encoder(texts[:n]), want, atol=1e-5)
 
 
 def test_to_indexed_payload_and_id(cfg, decoded):

@@ -371,17 +371,21 @@ class VideoIndex:
     def _fast(
         self, q: np.ndarray, k: int, filters: dict[str, FilterValue] | None, group: bool
     ) -> list[SearchHit]:
-        """ANN top `k`; grouped, it reads more windows until `k` videos are found or none are left.
-        Frame vectors are read for the final `k` only, to find their moments."""
-        limit = k * GROUP_FETCH if group else k
+        """ANN top `k`, read with their frame vectors (to find their moments) in one request;
+        grouped, while windows of one video leave fewer than `k` videos, it reads GROUP_FETCH
+        times more points (without frame vectors) and then the final hits' frame vectors."""
+        limit = k
         while True:
-            points = self.backend.nearest(q, limit, filters, frames=False)
+            points = self.backend.nearest(q, limit, filters, frames=limit == k)
             hits = [SearchHit(id=p.id, score=float(p.score), payload=p.payload or {}) for p in points]
             hits = top_k(hits, k, group)
             if not group or len(hits) >= k or len(points) < limit:
                 break
             limit *= GROUP_FETCH
-        frames = {p.id: p.frames for p in self.backend.retrieve([h.id for h in hits], False, True)}
+        frames = {p.id: p.frames for p in points if p.frames is not None}
+        missing = [h.id for h in hits if h.id not in frames]
+        if missing:
+            frames.update((p.id, p.frames) for p in self.backend.retrieve(missing, False, True))
         for h in hits:
             if h.id in frames:  # a point deleted since the search keeps no moment
                 h.frame_index, h.moment = best_frame(q, frames[h.id], h.payload.get(KEY_TIMESTAMPS))
