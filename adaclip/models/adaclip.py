@@ -28,7 +28,13 @@ from adaclip.config import ModelConfig
 from adaclip.errors import ConfigError
 from adaclip.models.aggregation import build_aggregator
 from adaclip.models.clip import ClipBundle, load_clip, text_tower
-from adaclip.models.headers import SimilarityHeader, WordAggregator, text_token_features
+from adaclip.models.headers import (
+    SimilarityHeader,
+    WordAggregator,
+    end_of_text_embedding,
+    pools_at_end_of_text,
+    text_token_features,
+)
 from adaclip.models.selector import FrameSelector
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -98,6 +104,7 @@ class AdaCLIP(nn.Module):
             if cfg.sim_header == "seqTransf":
                 self.header.init_from_clip_text(self.clip)
         self.aggregator = build_aggregator(cfg, dim)
+        self._pools_at_end_of_text = pools_at_end_of_text(self.clip)
         self.word_agg: WordAggregator | None = None
         if cfg.word_agg != "none":
             text_tower(self.clip)  # fails early for text towers without per-token outputs
@@ -142,12 +149,16 @@ class AdaCLIP(nn.Module):
     def encode_text(self, tokens: Tensor) -> Tensor:
         """Token ids (T, L) -> text embeddings (T, D), unnormalised.
 
-        L may be shorter than CLIP's context (AdaCLIP's max_txt_len): the ids are zero-padded to it,
-        which under the causal mask gives the end-of-text token the same output as a short sequence.
+        L may be shorter than CLIP's context (AdaCLIP's max_txt_len). Under the causal mask the
+        end-of-text token's output depends on the tokens up to it only, so a tower that pools it is
+        run over the L positions (ViT-B-32: 32 of 77, 2.4x less work); other towers get the ids
+        zero-padded to their context.
         """
         tokens = tokens.to(self.device)
         if self.word_agg is None:
             if tokens.shape[1] < self.context_length:
+                if self._pools_at_end_of_text:
+                    return end_of_text_embedding(self.clip, tokens)  # (T, D)
                 tokens = F.pad(tokens, (0, self.context_length - tokens.shape[1]))  # (T, context)
             return self.clip.encode_text(tokens)  # (T, D)
         feats, mask = text_token_features(self.clip, tokens)  # (T, L, D), (T, L)

@@ -13,6 +13,7 @@ import torch
 from open_clip.transformer import QuickGELU, Transformer
 from torch import Tensor, nn
 
+from adaclip.errors import ConfigError
 from adaclip.models.aggregation import score_mlp
 from adaclip.models.clip import text_tower
 from adaclip.models.selector import num_heads
@@ -107,6 +108,27 @@ def text_token_features(clip_model: nn.Module, tokens: Tensor) -> tuple[Tensor, 
     eot = _end_positions(tower, tokens)  # (T,)
     mask = torch.arange(seq_len, device=tokens.device).unsqueeze(0) <= eot.unsqueeze(1)  # (T, L)
     return x, mask
+
+
+def pools_at_end_of_text(clip_model: nn.Module) -> bool:
+    """Whether the tower's text embedding is its end-of-text token's output under a causal mask
+    (open_clip's CLIP text towers): then a caption of L tokens needs only those L positions, and
+    padding to the tower's whole context computes nothing that changes it."""
+    try:
+        tower = text_tower(clip_model)
+    except ConfigError:
+        return False
+    pool = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
+    causal = getattr(tower, "attn_mask", None) is not None
+    return causal and getattr(tower, "cls_emb", None) is None and pool in ("argmax", "eos")
+
+
+def end_of_text_embedding(clip_model: nn.Module, tokens: Tensor) -> Tensor:
+    """The tower's pooled text embedding (T, D) computed over the given L positions (for a tower
+    that `pools_at_end_of_text`): the end-of-text token's projected output."""
+    feats, mask = text_token_features(clip_model, tokens)  # (T, L, D), (T, L)
+    eot = (mask.sum(dim=1) - 1)[:, None, None].expand(-1, 1, feats.shape[-1])  # (T, 1, D)
+    return feats.gather(1, eot).squeeze(1)
 
 
 def _end_positions(tower: nn.Module, tokens: Tensor) -> Tensor:

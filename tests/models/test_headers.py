@@ -5,6 +5,7 @@ import torch
 
 from adaclip.config import ClipConfig, ModelConfig
 from adaclip.models import AdaCLIP, SimilarityHeader, WordAggregator, load_clip, text_token_features
+from adaclip.models.headers import pools_at_end_of_text
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,21 @@ def test_token_features_match_clip_pooled_text(tiny_clip):
     assert mask.sum(1).tolist() == (eot + 1).tolist()
     pooled = tiny_clip.model.encode_text(tokens)
     torch.testing.assert_close(feats[torch.arange(2), eot], pooled, atol=1e-5, rtol=1e-5)
+
+
+def test_short_captions_run_over_their_own_positions_only():
+    """A tower pooling its end-of-text token runs a caption tokenised to L < context over L
+    positions, with the embedding open_clip gives the caption zero-padded to the whole context
+    (captions shorter than L, and longer ones cut at L)."""
+    torch.manual_seed(0)
+    model = AdaCLIP.from_config(ModelConfig(clip=ClipConfig(name="adaclip-tiny"))).eval()
+    assert pools_at_end_of_text(model.clip) and model.context_length == 32
+    captions = ["a dog", "a dog runs on the beach at night with a red ball " * 3, ""]
+    tokens = model.tokenize(captions, 12)  # (3, 12)
+    with torch.no_grad():
+        got = model.encode_text(tokens)
+        want = model.clip.encode_text(torch.nn.functional.pad(tokens, (0, 20)))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "transformer"])
