@@ -267,6 +267,8 @@ class QueryEncoder:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python branches
                 traced = torch.jit.trace(eager, one, check_trace=False)
+                for _ in range(2):  # the first runs profile and optimise the graph: check what serves
+                    traced(two)
                 if not torch.allclose(traced(two), eager(two), atol=1e-5):
                     raise ValueError("the trace gives other vectors at batch size 2")
             self._text = traced

@@ -41,7 +41,7 @@ def worker_share(x: torch.Tensor) -> torch.Tensor:
     world = world_size()
     if world == 1:
         return x
-    return x / world + (x * (1 - 1 / world)).detach()
+    return x.detach() + (x - x.detach()) / world
 
 
 class RetrievalTask(nn.Module):
@@ -86,8 +86,7 @@ class RetrievalTask(nn.Module):
             embedding = VideoEmbedding(
                 video=None, frames=gather_with_grad(video.frames), indices=None, logits=None
             )
-        scale = worker_share(self.model.clip.logit_scale).exp().float()
-        logits = (scale * self.model.similarity(text, embedding)).float()  # (B, B), as model.logits
+        logits = self.model.logits(text, embedding, worker_share(self.model.clip.logit_scale)).float()
         loss = symmetric_contrastive_loss(logits)
         if self.distill_weight:
             with torch.no_grad():

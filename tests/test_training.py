@@ -94,7 +94,7 @@ def _ddp_worker(rank: int, world: int, port: int, state: dict, inputs: tuple, ou
 def test_two_ddp_workers_get_the_gradient_of_the_global_batch_loss(tmp_path):
     """Two gloo workers, each on half the batch, end with every gradient (the logit scale's too,
     which each worker computes from the gathered global batch) equal to one process's on the
-    whole batch."""
+    whole batch; in eval mode, so that selection is deterministic (no Gumbel noise per process)."""
     import socket
 
     import torch.multiprocessing as mp

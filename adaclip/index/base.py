@@ -56,7 +56,7 @@ Mode = Literal["fast", "rerank", "exact"]
 MODES = ("fast", "rerank", "exact")
 FilterValue = str | int | bool
 SCAN_PAGE = 256  # points per page when `exact` scrolls the whole collection
-GROUP_FETCH = 4  # grouped `fast` search reads this many windows per wanted video, more if short
+GROUP_FETCH = 4  # grouped `fast` widens its request this many times while repeated videos leave < k
 
 
 def video_id(content_hash: str, model_version: str) -> str:
@@ -374,15 +374,15 @@ class VideoIndex:
         """ANN top `k`, read with their frame vectors (to find their moments) in one request;
         grouped, while windows of one video leave fewer than `k` videos, it reads GROUP_FETCH
         times more points (without frame vectors) and then the final hits' frame vectors."""
-        limit = k
+        limit, frames = k, {}
         while True:
             points = self.backend.nearest(q, limit, filters, frames=limit == k)
+            frames.update((p.id, p.frames) for p in points if p.frames is not None)
             hits = [SearchHit(id=p.id, score=float(p.score), payload=p.payload or {}) for p in points]
             hits = top_k(hits, k, group)
             if not group or len(hits) >= k or len(points) < limit:
                 break
             limit *= GROUP_FETCH
-        frames = {p.id: p.frames for p in points if p.frames is not None}
         missing = [h.id for h in hits if h.id not in frames]
         if missing:
             frames.update((p.id, p.frames) for p in self.backend.retrieve(missing, False, True))

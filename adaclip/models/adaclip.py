@@ -151,7 +151,7 @@ class AdaCLIP(nn.Module):
 
         L may be shorter than CLIP's context (AdaCLIP's max_txt_len). Under the causal mask the
         end-of-text token's output depends on the tokens up to it only, so a tower that pools it is
-        run over the L positions (ViT-B-32: 32 of 77, 2.4x less work); other towers get the ids
+        run over the L positions (ViT-B-32 with L=32: 32 of its 77); other towers get the ids
         zero-padded to their context.
         """
         tokens = tokens.to(self.device)
@@ -284,9 +284,11 @@ class AdaCLIP(nn.Module):
             dtype = torch.float64 if torch.float64 in (text.dtype, video.video.dtype) else torch.float32
             return ops.normalize(text.to(dtype)) @ ops.normalize(video.video.to(dtype)).T  # (T, V)
 
-    def logits(self, text: Tensor, video: VideoEmbedding) -> Tensor:
-        """exp(logit_scale) * cosine: (T, V)."""
-        return self.clip.logit_scale.exp().float() * self.similarity(text, video)
+    def logits(self, text: Tensor, video: VideoEmbedding, logit_scale: Tensor | None = None) -> Tensor:
+        """exp(logit_scale) * cosine: (T, V); `logit_scale` (default: CLIP's) lets DDP training
+        pass it with its gradient scaled."""
+        scale = self.clip.logit_scale if logit_scale is None else logit_scale
+        return scale.exp().float() * self.similarity(text, video)
 
     def loss(self, text_emb: Tensor, video_emb: VideoEmbedding) -> Tensor:
         """Symmetric contrastive loss of a (B, B) batch, caption i paired with video i."""

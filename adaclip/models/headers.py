@@ -95,6 +95,8 @@ def text_token_features(clip_model: nn.Module, tokens: Tensor) -> tuple[Tensor, 
     seq_len = tokens.shape[1]
     if getattr(tower, "cls_emb", None) is None and hasattr(tower, "_embeds"):
         x, attn_mask = tower._embeds(tokens)  # TextTransformer: (T, L, W), its causal/pad mask
+        if attn_mask is not None and attn_mask.dim() == 2:  # the whole context's causal mask
+            attn_mask = attn_mask[:seq_len, :seq_len]
     else:
         x = tower.token_embedding(tokens).to(cast_dtype)  # (T, L, W)
         x = x + tower.positional_embedding[:seq_len].to(cast_dtype)
@@ -118,22 +120,25 @@ def pools_at_end_of_text(clip_model: nn.Module) -> bool:
         tower = text_tower(clip_model)
     except ConfigError:
         return False
-    pool = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
     causal = getattr(tower, "attn_mask", None) is not None
-    return causal and getattr(tower, "cls_emb", None) is None and pool in ("argmax", "eos")
+    return causal and getattr(tower, "cls_emb", None) is None and _pool_type(tower) in ("argmax", "eos")
 
 
 def end_of_text_embedding(clip_model: nn.Module, tokens: Tensor) -> Tensor:
     """The tower's pooled text embedding (T, D) computed over the given L positions (for a tower
     that `pools_at_end_of_text`): the end-of-text token's projected output."""
-    feats, mask = text_token_features(clip_model, tokens)  # (T, L, D), (T, L)
-    eot = (mask.sum(dim=1) - 1)[:, None, None].expand(-1, 1, feats.shape[-1])  # (T, 1, D)
-    return feats.gather(1, eot).squeeze(1)
+    feats, _ = text_token_features(clip_model, tokens)  # (T, L, D)
+    eot = _end_positions(text_tower(clip_model), tokens)  # (T,)
+    return feats.gather(1, eot[:, None, None].expand(-1, 1, feats.shape[-1])).squeeze(1)  # (T, D)
+
+
+def _pool_type(tower: nn.Module) -> str:
+    return getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
 
 
 def _end_positions(tower: nn.Module, tokens: Tensor) -> Tensor:
     """Index of each caption's end-of-text token, as the tower's own pooling finds it."""
-    pool = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
+    pool = _pool_type(tower)
     eos_id = getattr(tower, "text_eos_id", None) or getattr(tower, "eos_id", None)
     if pool == "eos" and eos_id is not None:
         return (tokens == eos_id).int().argmax(dim=-1)

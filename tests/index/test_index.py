@@ -408,6 +408,42 @@ def test_windows_group_to_one_result_per_video(empty, mode):
         assert_hits(windows, ref_rank(window_scores, 5), window_scores)
 
 
+def ref_moment(q: np.ndarray, point: IndexedVideo) -> float:
+    """Timestamp of the frame with the highest float64 cosine to `q`."""
+    f = point.frames.astype(np.float64)
+    cos = f @ q.astype(np.float64) / np.linalg.norm(f, axis=1)
+    return point.payload["frame_timestamps"][int(np.argmax(cos))]
+
+
+def test_fast_reads_its_top_k_with_frames_in_one_request_and_widens_for_repeated_videos(empty, monkeypatch):
+    """`fast` asks once for k points with their frame vectors; when windows of one video leave
+    fewer than k videos it asks for more, and every hit still carries its window's moment."""
+    points = make_windowed()
+    empty.upsert(points)
+    by_id = {p.id: p for p in points}
+    requests: list[int] = []
+    nearest = empty.backend.nearest
+
+    def counted(q, limit, filters, frames=True):
+        requests.append(limit)
+        return nearest(q, limit, filters, frames)
+
+    monkeypatch.setattr(empty.backend, "nearest", counted)
+    widened = 0
+    for q in make_queries(points, n=6, seed=7):
+        requests.clear()
+        windows = empty.search(q, k=5, mode="fast", group=False)
+        assert requests == [5]  # one request: the top 5 windows with their frames
+        assert [h.moment for h in windows] == [ref_moment(q, by_id[h.id]) for h in windows]
+        requests.clear()
+        videos = empty.search(q, k=5, mode="fast")
+        assert len({h.video for h in videos}) == 5
+        assert requests[0] == 5 and requests == sorted(requests)
+        widened += len(requests) > 1
+        assert [h.moment for h in videos] == [ref_moment(q, by_id[h.id]) for h in videos]
+    assert widened  # some query's top 5 windows held two windows of one video
+
+
 def test_a_windowed_video_is_read_and_deleted_whole(empty):
     points = make_windowed()
     empty.upsert(points[::-1])

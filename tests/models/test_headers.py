@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from torch import nn
 
 from adaclip.config import ClipConfig, ModelConfig
 from adaclip.models import AdaCLIP, SimilarityHeader, WordAggregator, load_clip, text_token_features
-from adaclip.models.headers import pools_at_end_of_text
+from adaclip.models.headers import end_of_text_embedding, pools_at_end_of_text
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,26 @@ def test_short_captions_run_over_their_own_positions_only():
     with torch.no_grad():
         got = model.encode_text(tokens)
         want = model.clip.encode_text(torch.nn.functional.pad(tokens, (0, 20)))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_custom_text_tower_also_runs_over_the_caption_positions_only():
+    """open_clip's TextTransformer (CustomTextCLIP's `text`) hands out its whole context's causal
+    mask: the short path cuts it to L and gives the padded embedding."""
+    from open_clip.transformer import TextTransformer
+
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.text = TextTransformer(
+        context_length=16, vocab_size=100, width=32, heads=2, layers=1, output_dim=16
+    )
+    assert pools_at_end_of_text(model)
+    tokens = torch.randint(1, 90, (3, 8))
+    for row, end in enumerate((2, 5, 7)):  # end-of-text (the largest id) at 2, 5 and 7
+        tokens[row, end], tokens[row, end + 1 :] = 99, 0
+    with torch.no_grad():
+        got = end_of_text_embedding(model, tokens)
+        want = model.text(torch.nn.functional.pad(tokens, (0, 8)))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
