@@ -253,9 +253,9 @@ class QueryEncoder:
 
     Why: eager PyTorch runs a short query as hundreds of small ops, each releasing and re-taking
     the GIL, so in a process whose event loop also wants the GIL each op can wait out a switch
-    interval; the traced graph is one call into C++ (and faster alone too). The trace shares the model's weights and gives the same vectors (tested); a model
-    whose trace fails, or does not reproduce the eager vectors at another batch size, is run
-    eagerly, with a warning."""
+    interval; the traced graph is one call into C++ (and faster alone too). The trace shares the
+    model's weights and gives the same vectors (tested); a model whose trace fails, or does not
+    reproduce the eager vectors at another batch size, is run eagerly, with a warning."""
 
     def __init__(self, model: AdaCLIP, context_length: int):
         self.model, self.context_length = model.eval(), context_length

@@ -12,6 +12,7 @@ from adaclip.ops import distillation_loss
 from adaclip.training import RetrievalTask
 from ray_jobs.train import check_trainable
 from tests.models.test_adaclip_model import CAPTIONS, K, batch, tiny_cfg
+from tests.processes import free_port
 from tests.test_ops import ref_distillation, ref_qscore, ref_symmetric_loss
 
 
@@ -95,8 +96,6 @@ def test_two_ddp_workers_get_the_gradient_of_the_global_batch_loss(tmp_path):
     """Two gloo workers, each on half the batch, end with every gradient (the logit scale's too,
     which each worker computes from the gathered global batch) equal to one process's on the
     whole batch; in eval mode, so that selection is deterministic (no Gumbel noise per process)."""
-    import socket
-
     import torch.multiprocessing as mp
 
     torch.manual_seed(0)
@@ -105,9 +104,7 @@ def test_two_ddp_workers_get_the_gradient_of_the_global_batch_loss(tmp_path):
     inputs = (model.tokenize([*CAPTIONS, "a cat sleeps"]), clip_frames, selector_frames)
     RetrievalTask(model, 0.5)(*inputs, K, 1.0).backward()
     want = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     state = {n: t.detach().clone() for n, t in model.state_dict().items()}
     mp.spawn(_ddp_worker, args=(2, port, state, inputs, str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
