@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from processes import http_answers
+from processes import free_port, http_answers
 
 from adaclip.config import load_config
 from adaclip.data.annotations import read_annotations
@@ -68,12 +67,6 @@ def wait_for(condition: Callable[[], bool], deadline_s: float, what: str, proc: 
 
 def load_checkpoint(folder: str | Path) -> dict:
     return torch.load(Path(folder) / "checkpoint.pt", map_location="cpu", weights_only=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- training with a corrupt video

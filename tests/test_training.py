@@ -4,6 +4,7 @@ distillation of query scoring into the video vector, against float64 references.
 import numpy as np
 import pytest
 import torch
+from processes import free_port
 
 from adaclip.config import load_config
 from adaclip.errors import ConfigError
@@ -12,7 +13,6 @@ from adaclip.ops import distillation_loss
 from adaclip.training import RetrievalTask
 from ray_jobs.train import check_trainable
 from tests.models.test_adaclip_model import CAPTIONS, K, batch, tiny_cfg
-from tests.processes import free_port
 from tests.test_ops import ref_distillation, ref_qscore, ref_symmetric_loss
 
 

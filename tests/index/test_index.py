@@ -4,13 +4,13 @@ qdrant-client local mode for the server backend), checked against brute force in
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import free_port
 
 from adaclip.config import IndexConfig
 from adaclip.errors import ConfigError, IndexUnavailableError
@@ -94,12 +94,6 @@ def ref_rank(scores: dict[str, float], k: int) -> list[str]:
 def assert_hits(hits, expected_ids: list[str], scores: dict[str, float]) -> None:
     assert [h.id for h in hits] == expected_ids
     np.testing.assert_allclose([h.score for h in hits], [scores[i] for i in expected_ids], atol=TOL)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def open_test_index(backend: str, path, model_version: str = VERSION, **kw) -> VideoIndex:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from processes import one_encoder
+from processes import free_port, one_encoder
 
 pytestmark = pytest.mark.slow
 
@@ -20,12 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 DEADLINE_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check, what: str, deadline_s: float = DEADLINE_S):

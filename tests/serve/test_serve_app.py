@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from processes import one_encoder
+from processes import free_port, one_encoder
 
 from adaclip.config import load_config
 from adaclip.encoding import decode_for_model, encode_decoded, encode_queries, load_encoder_model
@@ -28,12 +27,6 @@ TINY = ROOT / "configs" / "tiny.yaml"
 APP, DOWN_APP = "adaclip-test", "adaclip-down"
 NUM_VIDEOS = 8  # uploaded and ranked; one more is kept back for the concurrency test
 CAP = 256 * 1024  # upload cap of the test app (the synthetic videos are ~30 KiB)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def corpus_dir(synth_corpus: Path) -> Path:
