@@ -56,6 +56,7 @@ def test_agreement_json_shape(tmp_path):
     assert result["rerank"][1]["top10_identical_share"] == 1.0  # every video a candidate: rerank = exact
     for row in [result["fast"], result["exact"], *result["rerank"]]:
         assert {"p50_ms", "p99_ms", "R1"} <= set(row)
+    assert all(row["engine_read_p50_ms"] > 0 for row in result["rerank"])
     assert (tmp_path / "agreement.png").stat().st_size > 0
     # every video a candidate: every query's exact top 10 is reachable; the ANN (brute force at
     # this size) loses nothing, so the measured shares are the reachable ones

@@ -136,12 +136,13 @@ class StoredPoint:
 
 def stored_point(record: Any) -> StoredPoint:
     """A qdrant-client or Qdrant Edge record / scored point as a StoredPoint (ids as strings)."""
-    vectors = record.vector or {}
+    vectors = record.vector or {}  # Qdrant Edge converts a field on every access: read each once
+    payload = record.payload
     video = vectors.get(VIDEO_VECTOR)
     frames = vectors.get(FRAMES_VECTOR)
     return StoredPoint(
         id=str(record.id),
-        payload=dict(record.payload) if record.payload is not None else None,
+        payload=dict(payload) if payload is not None else None,
         video=np.asarray(video, dtype=np.float32) if video is not None else None,
         frames=np.asarray(frames, dtype=np.float32) if frames is not None else None,
         score=getattr(record, "score", None),
