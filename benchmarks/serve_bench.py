@@ -10,6 +10,8 @@ ingestion throughput versus decoding alone. Figures, not tests.
    queries have real matches and rerank's prefetch is a fair test); queries are noisy frames.
    Latency of `VideoIndex.search` per mode, and how often rerank's top 10 equals exact's (exact
    computed by brute force over the same arrays, checked against the index's own exact mode).
+   Beside it, one query's text encoding alone (the traced path the ingress runs): with `fast`,
+   the model and index work an HTTP search adds to the Serve floor below.
 2. Serve: the real app on that index; HTTP GET /search latency per mode (text encoding included)
    against the floor of an ingress answering alone (GET /openapi.json).
 3. Ingestion: videos/s of decoding alone, of the in-process ingestion path (decode, encode,
@@ -33,7 +35,14 @@ import numpy as np
 import torch
 
 from adaclip.config import Config, load_config
-from adaclip.encoding import content_hash, decode_for_model, encode_decoded, load_encoder_model, to_indexed
+from adaclip.encoding import (
+    QueryEncoder,
+    content_hash,
+    decode_for_model,
+    encode_decoded,
+    load_encoder_model,
+    to_indexed,
+)
 from adaclip.index import IndexedVideo, VideoIndex, open_index, video_id
 from adaclip.index.rescoring import query_scoring_scores
 
@@ -407,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="serve-bench-"))
     model = load_encoder_model(cfg, None, "cpu", args.seed)
     dim, version, temperature = int(model.embed_dim), model.model_version, cfg.model.qscore_temperature
+    if "index" not in args.skip:  # a query's text path alone, as the ingress runs it
+        encode = QueryEncoder(model, cfg.data.max_text_tokens)
+        text_ms = percentiles(timed(lambda: encode(TEXTS[:1]), args.queries))
     del model
     result: dict[str, Any] = {
         "videos": args.videos,
@@ -423,7 +435,10 @@ def main(argv: list[str] | None = None) -> int:
                 result["build_s"] = round(fill_index(index, frames, video, ids), 2)
             if "index" not in args.skip:
                 queries = synthetic_queries(frames, args.queries, args.seed)
-                result["index"] = bench_index(index, frames, queries, ids, args, temperature)
+                result["index"] = {
+                    "encode_one_query": text_ms,
+                    **bench_index(index, frames, queries, ids, args, temperature),
+                }
         del frames, video
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
