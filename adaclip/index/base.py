@@ -8,6 +8,7 @@ only stores, fetches and runs the cosine ANN search on the `video` vector.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -29,9 +30,13 @@ from adaclip.index.rescoring import (
     top_k,
 )
 
-# Schema (DESIGN.md): one collection per model version, two named vectors, these payload fields.
+# Schema: one collection per model version, one named vector, these payload fields. DESIGN.md's
+# `frames` multivector moved into the payload (KEY_FRAMES): Qdrant hands a multivector to Python as
+# nested lists, one float object per value, which cost a rerank more than everything else.
 VIDEO_VECTOR = "video"  # dense, cosine, HNSW
-FRAMES_VECTOR = "frames"  # multivector (MAX_SIM), no HNSW, stored raw (dot) for exact re-scoring
+KEY_FRAMES = "frame_vectors"  # the raw frame vectors for exact re-scoring (pack_frames), never returned
+FRAMES_VECTOR = "frames"  # where collections written before KEY_FRAMES keep them: a multivector
+FRAME_DTYPES = {"float32": "<f4", "float16": "<f2"}
 KEY_SOURCE = "source"
 KEY_TITLE = "title"
 KEY_DURATION = "duration"
@@ -134,17 +139,36 @@ class StoredPoint:
     score: float | None = None
 
 
+def pack_frames(frames: np.ndarray, datatype: str) -> dict[str, Any]:
+    """Frame vectors (K, D) as the KEY_FRAMES payload value: little-endian `datatype` bytes in
+    base64, which Qdrant returns as one string."""
+    data = np.ascontiguousarray(frames, dtype=FRAME_DTYPES[datatype]).tobytes()
+    return {"dtype": datatype, "shape": list(frames.shape), "data": base64.b64encode(data).decode("ascii")}
+
+
+def unpack_frames(packed: dict[str, Any]) -> np.ndarray:
+    """`pack_frames`' input back, as float32 (float16 values exactly as stored)."""
+    raw = np.frombuffer(base64.b64decode(packed["data"]), dtype=FRAME_DTYPES[packed["dtype"]])
+    return raw.reshape(packed["shape"]).astype(np.float32)
+
+
 def stored_point(record: Any) -> StoredPoint:
-    """A qdrant-client or Qdrant Edge record / scored point as a StoredPoint (ids as strings)."""
+    """A qdrant-client or Qdrant Edge record / scored point as a StoredPoint (ids as strings); the
+    frame vectors come out of the payload (or, in an older collection, the `frames` vector)."""
     vectors = record.vector or {}  # Qdrant Edge converts a field on every access: read each once
     payload = record.payload
-    video = vectors.get(VIDEO_VECTOR)
-    frames = vectors.get(FRAMES_VECTOR)
+    payload = dict(payload) if payload is not None else None
+    packed = payload.pop(KEY_FRAMES, None) if payload else None
+    video, frames = vectors.get(VIDEO_VECTOR), vectors.get(FRAMES_VECTOR)
+    if packed:
+        frames = unpack_frames(packed)
+    elif frames is not None:
+        frames = np.asarray(frames, dtype=np.float32)
     return StoredPoint(
         id=str(record.id),
-        payload=dict(payload) if payload is not None else None,
+        payload=payload,
         video=np.asarray(video, dtype=np.float32) if video is not None else None,
-        frames=np.asarray(frames, dtype=np.float32) if frames is not None else None,
+        frames=frames,
         score=getattr(record, "score", None),
     )
 
@@ -154,6 +178,14 @@ class IndexBackend(ABC):
 
     name: str
     collection: str
+    older_frames: bool = False  # written before KEY_FRAMES: frame vectors in a `frames` vector
+
+    def _vectors(self, video: bool, frames: bool) -> bool | list[str]:
+        """The named vectors a read takes (frame vectors are payload, except in an older collection)."""
+        names = [VIDEO_VECTOR] if video else []
+        if frames and self.older_frames:
+            names.append(FRAMES_VECTOR)
+        return names or False
 
     @abstractmethod
     def upsert(self, items: Sequence[IndexedVideo]) -> None:
@@ -436,6 +468,8 @@ class VideoIndex:
         video = self._check_vector(f"video vector of {pid}", item.video, 1)
         frames = self._check_vector(f"frame vectors of {pid}", item.frames, 2)
         payload = dict(item.payload or {})
+        if KEY_FRAMES in payload:
+            raise ValueError(f"payload key {KEY_FRAMES!r} of {pid} is reserved for the frame vectors")
         version = payload.setdefault(KEY_MODEL_VERSION, self.model_version)
         if version != self.model_version:
             raise ValueError(

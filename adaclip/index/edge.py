@@ -7,6 +7,7 @@ written points and whenever `optimize()` is called (bulk ingestion does it at th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from adaclip.errors import ConfigError, IndexUnavailableError
 from adaclip.index.active import ActiveModel, read_record_file, write_record_file
 from adaclip.index.base import (
     FRAMES_VECTOR,
+    KEY_FRAMES,
     KEY_WINDOW,
     KEYWORD_FIELDS,
     VIDEO_VECTOR,
@@ -25,6 +27,7 @@ from adaclip.index.base import (
     IndexBackend,
     IndexedVideo,
     StoredPoint,
+    pack_frames,
     stored_point,
 )
 
@@ -33,21 +36,23 @@ EDGE_DATATYPES = {"float32": qe.VectorStorageDatatype.Float32, "float16": qe.Vec
 OPTIMIZE_EVERY = 5000
 
 
-def shard_config(dim: int, frame_datatype: str = "float32", frames_on_disk: bool = False) -> qe.EdgeConfig:
-    """`video`: cosine with HNSW; `frames`: raw multivector (dot, MAX_SIM) with HNSW off (m=0):
-    it is only read back for exact re-scoring, and a graph over it makes optimising ~20x slower;
-    stored in `frame_datatype`, and with `frames_on_disk` memory-mapped without being loaded into
-    RAM (Edge's `Cold`; the default `Cached` loads them). Payloads are memory-mapped either way."""
-    frames = qe.EdgeVectorParams(
-        size=dim,
-        distance=qe.Distance.Dot,
-        multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
-        hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
-        datatype=EDGE_DATATYPES[frame_datatype],
-        memory=qe.Memory.Cold if frames_on_disk else None,
+def shard_config(dim: int, frames_on_disk: bool = False, older_frames: str | None = None) -> qe.EdgeConfig:
+    """`video`: cosine with HNSW; the payload, which holds the frame vectors (KEY_FRAMES), loaded
+    into RAM, or with `frames_on_disk` memory-mapped and paged in as reranks read it (Edge's `Cold`).
+    `older_frames`: a shard written before KEY_FRAMES, with frame vectors of that datatype in a
+    `frames` multivector (dot, MAX_SIM, no HNSW), read as they are (new points go without)."""
+    vectors = {VIDEO_VECTOR: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)}
+    if older_frames is not None:
+        vectors[FRAMES_VECTOR] = qe.EdgeVectorParams(
+            size=dim,
+            distance=qe.Distance.Dot,
+            multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+            hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
+            datatype=EDGE_DATATYPES[older_frames],
+        )
+    return qe.EdgeConfig(
+        vectors=vectors, payload_memory=qe.Memory.Cold if frames_on_disk else qe.Memory.Cached
     )
-    video = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
-    return qe.EdgeConfig(vectors={VIDEO_VECTOR: video, FRAMES_VECTOR: frames})
 
 
 def _filter(filters: dict[str, FilterValue] | None) -> qe.Filter | None:
@@ -73,14 +78,14 @@ class EdgeBackend(IndexBackend):
         self.collection = collection
         self.path = Path(root) / collection
         self.optimize_every = optimize_every
+        self.frame_datatype = frame_datatype
         self._unoptimized = 0
         self._shard: qe.EdgeShard | None = None
-        config = shard_config(dim, frame_datatype, frames_on_disk)
         try:
             if self.path.is_dir() and any(self.path.iterdir()):
-                self._shard = qe.EdgeShard.load(str(self.path), config)
+                self._shard = self._load(dim, frames_on_disk)
             else:
-                self._shard = qe.EdgeShard.create(str(self.path), config)
+                self._shard = qe.EdgeShard.create(str(self.path), shard_config(dim, frames_on_disk))
                 for key in KEYWORD_FIELDS:
                     self._shard.update(
                         qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
@@ -97,6 +102,20 @@ class EdgeBackend(IndexBackend):
                 "(a shard is owned by one process: is another one using it?)"
             ) from e
 
+    def _load(self, dim: int, frames_on_disk: bool) -> qe.EdgeShard:
+        """The shard at `path`, as written now or, failing that, as written before KEY_FRAMES."""
+        try:
+            return qe.EdgeShard.load(str(self.path), shard_config(dim, frames_on_disk))
+        except Exception as e:
+            if "incompatible" not in str(e).lower():
+                raise
+            for datatype in EDGE_DATATYPES:
+                with contextlib.suppress(Exception):
+                    shard = qe.EdgeShard.load(str(self.path), shard_config(dim, frames_on_disk, datatype))
+                    self.older_frames = True
+                    return shard
+            raise
+
     @property
     def shard(self) -> qe.EdgeShard:
         if self._shard is None:
@@ -108,8 +127,8 @@ class EdgeBackend(IndexBackend):
             points = [
                 qe.Point(
                     it.id,
-                    {VIDEO_VECTOR: it.video.tolist(), FRAMES_VECTOR: it.frames.tolist()},
-                    it.payload,
+                    {VIDEO_VECTOR: it.video.tolist()},
+                    {**it.payload, KEY_FRAMES: pack_frames(it.frames, self.frame_datatype)},
                 )
                 for it in items[start : start + UPSERT_BATCH]
             ]
@@ -120,8 +139,20 @@ class EdgeBackend(IndexBackend):
             self.optimize()
 
     def retrieve(self, ids: Sequence[str], with_payload: bool, with_vectors: bool) -> list[StoredPoint]:
-        records = self.shard.retrieve(list(ids), with_payload=with_payload, with_vector=with_vectors)
+        records = self.shard.retrieve(
+            list(ids),
+            with_payload=self._payload(with_payload, with_vectors),
+            with_vector=self._vectors(with_vectors, with_vectors),
+        )
         return [stored_point(r) for r in records]
+
+    def _payload(self, payload: bool, frames: bool) -> bool | qe.PayloadSelector:
+        """What a read takes of the payload: all of it, or all but / only the frame vectors."""
+        if payload and not frames:
+            return qe.PayloadSelector.Exclude([KEY_FRAMES])
+        if frames and not payload:
+            return qe.PayloadSelector.Include([KEY_FRAMES])
+        return payload
 
     def delete(self, ids: Sequence[str]) -> None:
         self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
@@ -144,8 +175,8 @@ class EdgeBackend(IndexBackend):
             limit=limit,
             query=qe.Query.Nearest(query.tolist(), using=VIDEO_VECTOR),
             filter=_filter(filters),
-            with_payload=True,
-            with_vector=[FRAMES_VECTOR] if frames else False,
+            with_payload=self._payload(True, frames),
+            with_vector=self._vectors(False, frames),
         )
 
     def scan(self, filters: dict[str, FilterValue] | None, page_size: int) -> Iterator[list[StoredPoint]]:
@@ -156,7 +187,7 @@ class EdgeBackend(IndexBackend):
                 limit=page_size,
                 filter=_filter(filters),
                 with_payload=True,
-                with_vector=[FRAMES_VECTOR],
+                with_vector=self._vectors(False, True),
             )
             records, offset = self.shard.scroll(request)
             if records:

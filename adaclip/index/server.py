@@ -21,6 +21,7 @@ from adaclip.errors import ConfigError, IndexUnavailableError
 from adaclip.index.active import ActiveModel, read_alias, switch_alias
 from adaclip.index.base import (
     FRAMES_VECTOR,
+    KEY_FRAMES,
     KEY_WINDOW,
     KEYWORD_FIELDS,
     VIDEO_VECTOR,
@@ -28,6 +29,7 @@ from adaclip.index.base import (
     IndexBackend,
     IndexedVideo,
     StoredPoint,
+    pack_frames,
     stored_point,
 )
 
@@ -35,22 +37,9 @@ UPSERT_BATCH = 64  # one request carries K frame vectors per point: keep request
 MEMORY = ":memory:"
 
 
-def vectors_config(
-    dim: int, frame_datatype: str = "float32", frames_on_disk: bool = False
-) -> dict[str, models.VectorParams]:
-    """Same schema as the Edge backend: `video` cosine + HNSW, `frames` raw multivector, m=0, in
-    `frame_datatype`, memory-mapped from disk with `frames_on_disk`."""
-    return {
-        VIDEO_VECTOR: models.VectorParams(size=dim, distance=models.Distance.COSINE),
-        FRAMES_VECTOR: models.VectorParams(
-            size=dim,
-            distance=models.Distance.DOT,
-            multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
-            hnsw_config=models.HnswConfigDiff(m=0),
-            datatype=models.Datatype(frame_datatype),
-            on_disk=frames_on_disk or None,
-        ),
-    }
+def vectors_config(dim: int) -> dict[str, models.VectorParams]:
+    """Same schema as the Edge backend: `video` cosine + HNSW; the frame vectors in the payload."""
+    return {VIDEO_VECTOR: models.VectorParams(size=dim, distance=models.Distance.COSINE)}
 
 
 def _filter(filters: dict[str, FilterValue] | None) -> models.Filter | None:
@@ -129,7 +118,9 @@ class ServerBackend(IndexBackend):
     def _ensure_collection(self, dim: int) -> None:
         with self._reachable():
             if self.client.collection_exists(self.collection):
-                size = self.client.get_collection(self.collection).config.params.vectors[VIDEO_VECTOR].size
+                vectors = self.client.get_collection(self.collection).config.params.vectors
+                self.older_frames = FRAMES_VECTOR in vectors  # written before KEY_FRAMES: read it
+                size = vectors[VIDEO_VECTOR].size
                 if size != dim:
                     raise ConfigError(
                         f"collection {self.collection!r} at {self.url} holds dim={size} vectors, the model gives "
@@ -139,7 +130,8 @@ class ServerBackend(IndexBackend):
             try:
                 self.client.create_collection(
                     self.collection,
-                    vectors_config=vectors_config(dim, self.frame_datatype, self.frames_on_disk),
+                    vectors_config=vectors_config(dim),
+                    on_disk_payload=self.frames_on_disk,
                     **self.layout,
                 )
             except UnexpectedResponse as e:
@@ -154,34 +146,43 @@ class ServerBackend(IndexBackend):
     def upsert(self, items: Sequence[IndexedVideo]) -> None:
         with self._reachable():
             for start in range(0, len(items), UPSERT_BATCH):
-                points = [
-                    models.PointStruct(
-                        id=it.id,
-                        vector={VIDEO_VECTOR: it.video.tolist(), FRAMES_VECTOR: it.frames.tolist()},
-                        payload=it.payload,
-                    )
-                    for it in items[start : start + UPSERT_BATCH]
-                ]
+                points = [self._point(it) for it in items[start : start + UPSERT_BATCH]]
                 self.client.upsert(self.collection, points=points, wait=True)
 
     def insert_only(self, item: IndexedVideo) -> None:
         """Qdrant's insert-only write: atomic on the server, whichever replica races."""
-        point = models.PointStruct(
-            id=item.id,
-            vector={VIDEO_VECTOR: item.video.tolist(), FRAMES_VECTOR: item.frames.tolist()},
-            payload=item.payload,
-        )
         with self._reachable():
             self.client.upsert(
-                self.collection, points=[point], wait=True, update_mode=models.UpdateMode.INSERT_ONLY
+                self.collection,
+                points=[self._point(item)],
+                wait=True,
+                update_mode=models.UpdateMode.INSERT_ONLY,
             )
+
+    def _point(self, item: IndexedVideo) -> models.PointStruct:
+        return models.PointStruct(
+            id=item.id,
+            vector={VIDEO_VECTOR: item.video.tolist()},
+            payload={**item.payload, KEY_FRAMES: pack_frames(item.frames, self.frame_datatype)},
+        )
 
     def retrieve(self, ids: Sequence[str], with_payload: bool, with_vectors: bool) -> list[StoredPoint]:
         with self._reachable():
             records = self.client.retrieve(
-                self.collection, ids=list(ids), with_payload=with_payload, with_vectors=with_vectors
+                self.collection,
+                ids=list(ids),
+                with_payload=self._payload(with_payload, with_vectors),
+                with_vectors=self._vectors(with_vectors, with_vectors),
             )
         return [stored_point(r) for r in records]
+
+    def _payload(self, payload: bool, frames: bool) -> bool | models.PayloadSelector:
+        """What a read takes of the payload: all of it, or all but / only the frame vectors."""
+        if payload and not frames:
+            return models.PayloadSelectorExclude(exclude=[KEY_FRAMES])
+        if frames and not payload:
+            return models.PayloadSelectorInclude(include=[KEY_FRAMES])
+        return payload
 
     def delete(self, ids: Sequence[str]) -> None:
         with self._reachable():
@@ -206,8 +207,8 @@ class ServerBackend(IndexBackend):
                 using=VIDEO_VECTOR,
                 limit=limit,
                 query_filter=_filter(filters),
-                with_payload=True,
-                with_vectors=[FRAMES_VECTOR] if frames else False,
+                with_payload=self._payload(True, frames),
+                with_vectors=self._vectors(False, frames),
             )
         return [stored_point(p) for p in result.points]
 
@@ -221,7 +222,7 @@ class ServerBackend(IndexBackend):
                     limit=page_size,
                     offset=offset,
                     with_payload=True,
-                    with_vectors=[FRAMES_VECTOR],
+                    with_vectors=self._vectors(False, True),
                 )
             if records:
                 yield [stored_point(r) for r in records]

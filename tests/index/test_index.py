@@ -3,6 +3,7 @@ qdrant-client local mode for the server backend), checked against brute force in
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -10,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from processes import free_port
+from qdrant_client import QdrantClient
 
 from adaclip.config import IndexConfig
 from adaclip.errors import ConfigError, IndexUnavailableError
 from adaclip.index import IndexedVideo, VideoIndex, collection_name, open_index, video_id
-from adaclip.index.base import FRAMES_VECTOR
+from adaclip.index.base import FRAMES_VECTOR, KEY_FRAMES, MODES, VIDEO_VECTOR
+from adaclip.index.edge import shard_config
 
 D = 32
 N = 300
@@ -452,56 +456,57 @@ def test_a_windowed_video_is_read_and_deleted_whole(empty):
     assert empty.delete(vid) is False
 
 
-def test_float16_frame_vectors_halve_storage_and_score_as_their_rounded_values(tmp_path):
-    """Frames stored as float16 come back as float16-rounded values, exact search ranks as a float64
-    brute force over those rounded frames, and the frame storage takes about half the bytes."""
-    sizes = {}
+def stored_frames(index: VideoIndex, point_id: str) -> dict:
+    """The KEY_FRAMES payload value as the engine holds it (read past the facade)."""
+    backend = index.backend
+    if backend.name == "edge":
+        record = backend.shard.retrieve([point_id], with_payload=True, with_vector=False)[0]
+    else:
+        record = backend.client.retrieve(backend.collection, [point_id], with_payload=True)[0]
+    return record.payload[KEY_FRAMES]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float16_frame_vectors_halve_storage_and_score_as_their_rounded_values(backend, tmp_path):
+    """Frames stored as float16 take half the bytes, come back as float16-rounded values, and exact
+    search ranks as a float64 brute force over those rounded frames."""
+    stored = {}
     for datatype in ("float32", "float16"):
-        index = open_test_index("edge", tmp_path / datatype, frame_datatype=datatype)
+        index = open_test_index(backend, tmp_path / datatype, frame_datatype=datatype)
         index.upsert(VIDEOS)
         index.optimize()
-        rounded = (
-            [v.frames.astype(np.float16).astype(np.float32) for v in VIDEOS]
-            if datatype == "float16"
-            else None
-        )
-        if rounded is not None:
+        packed = stored_frames(index, VIDEOS[7].id)
+        stored[datatype] = len(base64.b64decode(packed["data"]))
+        assert packed["dtype"] == datatype and packed["shape"] == list(VIDEOS[7].frames.shape)
+        if datatype == "float16":
+            rounded = [v.frames.astype(np.float16).astype(np.float32) for v in VIDEOS]
             np.testing.assert_array_equal(index.get(VIDEOS[7].id).frames, rounded[7])
             for q in QUERIES:
                 scores = {v.id: ref_qscore(q, f)[0] for v, f in zip(VIDEOS, rounded, strict=True)}
                 assert_hits(index.search(q, k=10, mode="exact"), ref_rank(scores, 10), scores)
         index.close()
-        frames = [
-            p for p in (tmp_path / datatype).rglob("*") if "vector_storage-frames" in str(p) and p.is_file()
-        ]
-        sizes[datatype] = sum(p.stat().st_blocks * 512 for p in frames)  # allocated: files are sparse
-    assert sizes["float16"] < 0.6 * sizes["float32"], sizes
-
-
-def frame_storage_types(root) -> set[str]:
-    """How the Edge shard under `root` stores frame vectors, from its segments' own config."""
-    return {
-        json.loads(f.read_text())["config"]["vector_data"]["frames"]["storage_type"]
-        for f in Path(root).rglob("segment.json")
-    }
+    assert stored == {"float32": VIDEOS[7].frames.size * 4, "float16": VIDEOS[7].frames.size * 2}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_frames_on_disk_are_memory_mapped_and_search_the_same(backend, tmp_path):
-    """`index.frames_on_disk` stores a new collection's frame vectors memory-mapped, not loaded
-    into RAM (Edge: ChunkedMmap instead of InRamChunkedMmap; server: the collection's on_disk), and
-    every mode answers as in RAM."""
-    answers = []
+def test_frames_on_disk_are_memory_mapped_and_search_the_same(backend, tmp_path, monkeypatch):
+    """`index.frames_on_disk` keeps the payload, where the frame vectors are, memory-mapped instead
+    of loaded into RAM (Edge: the segments' mmap payload storage instead of in_ram_mmap; server: a
+    new collection's on_disk_payload), and every mode answers as in RAM."""
+    answers, created = [], []
+    real = QdrantClient.create_collection  # local mode drops on_disk_payload: see what a server is asked
+    monkeypatch.setattr(
+        QdrantClient, "create_collection", lambda self, *a, **kw: created.append(kw) or real(self, *a, **kw)
+    )
     for on_disk in (False, True):
         index = open_test_index(backend, tmp_path / str(on_disk), frames_on_disk=on_disk)
         index.upsert(VIDEOS)
         index.optimize()
         if backend == "edge":
-            want = "ChunkedMmap" if on_disk else "InRamChunkedMmap"
-            assert frame_storage_types(tmp_path / str(on_disk)) == {want}
+            want = "mmap" if on_disk else "in_ram_mmap"
+            assert payload_storage_types(tmp_path / str(on_disk)) == {want}
         else:
-            params = index.backend.client.get_collection(index.backend.collection).config.params
-            assert bool(params.vectors[FRAMES_VECTOR].on_disk) is on_disk
+            assert created[-1]["on_disk_payload"] is on_disk
         answers.append(
             [
                 [(h.id, round(h.score, 6)) for h in index.search(q, k=5, mode=m)]
@@ -511,6 +516,62 @@ def test_frames_on_disk_are_memory_mapped_and_search_the_same(backend, tmp_path)
         )
         index.close()
     assert answers[0] == answers[1]
+
+
+def payload_storage_types(root) -> set[str]:
+    """How the Edge shard under `root` stores payloads, from its segments' own config."""
+    return {
+        json.loads(f.read_text())["config"]["payload_storage_type"]["type"]
+        for f in Path(root).rglob("segment.json")
+    }
+
+
+def test_the_frame_vectors_never_show_in_a_payload(loaded):
+    """They are stored in the payload, but every read hands them out as `frames` only."""
+    index = loaded
+    assert KEY_FRAMES not in index.get(VIDEOS[3].id).payload
+    assert all(KEY_FRAMES not in h.payload for m in MODES for h in index.search(QUERIES[0], k=5, mode=m))
+    assert all(KEY_FRAMES not in payload for _, payload in index.videos())
+    with pytest.raises(ValueError, match="reserved"):
+        index.upsert([IndexedVideo(VIDEOS[0].id, VIDEOS[0].video, VIDEOS[0].frames, {KEY_FRAMES: 1})])
+
+
+@pytest.mark.parametrize("datatype", ["float32", "float16"])
+def test_an_edge_shard_written_before_frames_moved_to_the_payload_is_read_and_extended(tmp_path, datatype):
+    """A shard whose frame vectors are a `frames` multivector (as written before KEY_FRAMES) opens,
+    answers every mode from them, and takes new points with their frames in the payload."""
+    old, new = VIDEOS[:200], VIDEOS[200:]
+    path = tmp_path / collection_name("videos", VERSION)
+    path.mkdir()
+    shard = qe.EdgeShard.create(str(path), shard_config(D, older_frames=datatype))
+    points = [
+        qe.Point(v.id, {VIDEO_VECTOR: v.video.tolist(), FRAMES_VECTOR: v.frames.tolist()}, v.payload)
+        for v in old
+    ]
+    shard.update(qe.UpdateOperation.upsert_points(points))
+    shard.flush()
+    shard.close()
+    index = open_test_index("edge", tmp_path)
+    assert index.backend.older_frames
+    index.upsert(new)
+    index.optimize()
+    stored = [
+        v.frames.astype(np.float16).astype(np.float32) if datatype == "float16" else v.frames for v in old
+    ]
+    stored += [v.frames for v in new]
+    frames = dict(zip([v.id for v in VIDEOS], stored, strict=True))
+    for q in QUERIES[:4]:
+        scores = {i: ref_qscore(q, f)[0] for i, f in frames.items()}
+        assert_hits(index.search(q, k=10, mode="exact"), ref_rank(scores, 10), scores)
+        assert_hits(
+            index.search(q, k=10, mode="rerank", candidates=len(VIDEOS)), ref_rank(scores, 10), scores
+        )
+        for h in index.search(q, k=10, mode="fast"):  # its moment: the stored frame nearest the query
+            f = frames[h.id].astype(np.float64)
+            assert h.frame_index == int(np.argmax(f @ q / np.linalg.norm(f, axis=1)))
+    np.testing.assert_array_equal(index.get(old[0].id).frames, stored[0])
+    np.testing.assert_array_equal(index.get(new[0].id).frames, new[0].frames)
+    index.close()
 
 
 def test_one_of_two_racing_writers_creates_the_video(empty):
