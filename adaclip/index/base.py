@@ -216,8 +216,10 @@ class IndexBackend(ABC):
         """Top `limit` by cosine on `video`, best first, with payload (and frames)."""
 
     @abstractmethod
-    def scan(self, filters: dict[str, FilterValue] | None, page_size: int) -> Iterator[list[StoredPoint]]:
-        """Every point matching `filters`, in pages, with payload and frames."""
+    def scan(
+        self, filters: dict[str, FilterValue] | None, page_size: int, frames: bool = True
+    ) -> Iterator[list[StoredPoint]]:
+        """Every point matching `filters`, in pages, with payload (and frames)."""
 
     @abstractmethod
     def read_active(self, alias: str) -> ActiveModel | None:
@@ -330,7 +332,7 @@ class VideoIndex:
 
     def videos(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(id, window 0's payload) of every stored video, in storage order."""
-        for page in self.backend.scan(None, SCAN_PAGE):
+        for page in self.backend.scan(None, SCAN_PAGE, frames=False):
             for p in page:
                 if int((p.payload or {}).get(KEY_WINDOW, 0)) == 0:
                     yield p.id, p.payload or {}

@@ -179,15 +179,17 @@ class EdgeBackend(IndexBackend):
             with_vector=self._vectors(False, frames),
         )
 
-    def scan(self, filters: dict[str, FilterValue] | None, page_size: int) -> Iterator[list[StoredPoint]]:
+    def scan(
+        self, filters: dict[str, FilterValue] | None, page_size: int, frames: bool = True
+    ) -> Iterator[list[StoredPoint]]:
         offset = None
         while True:
             request = qe.ScrollRequest(
                 offset=offset,
                 limit=page_size,
                 filter=_filter(filters),
-                with_payload=True,
-                with_vector=self._vectors(False, True),
+                with_payload=self._payload(True, frames),
+                with_vector=self._vectors(False, frames),
             )
             records, offset = self.shard.scroll(request)
             if records:

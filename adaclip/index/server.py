@@ -212,7 +212,9 @@ class ServerBackend(IndexBackend):
             )
         return [stored_point(p) for p in result.points]
 
-    def scan(self, filters: dict[str, FilterValue] | None, page_size: int) -> Iterator[list[StoredPoint]]:
+    def scan(
+        self, filters: dict[str, FilterValue] | None, page_size: int, frames: bool = True
+    ) -> Iterator[list[StoredPoint]]:
         offset = None
         while True:
             with self._reachable():
@@ -221,8 +223,8 @@ class ServerBackend(IndexBackend):
                     scroll_filter=_filter(filters),
                     limit=page_size,
                     offset=offset,
-                    with_payload=True,
-                    with_vectors=self._vectors(False, True),
+                    with_payload=self._payload(True, frames),
+                    with_vectors=self._vectors(False, frames),
                 )
             if records:
                 yield [stored_point(r) for r in records]

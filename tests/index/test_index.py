@@ -532,6 +532,9 @@ def test_the_frame_vectors_never_show_in_a_payload(loaded):
     assert KEY_FRAMES not in index.get(VIDEOS[3].id).payload
     assert all(KEY_FRAMES not in h.payload for m in MODES for h in index.search(QUERIES[0], k=5, mode=m))
     assert all(KEY_FRAMES not in payload for _, payload in index.videos())
+    for frames in (True, False):  # a listing leaves the frame vectors where they are
+        points = [p for page in index.backend.scan(None, 100, frames=frames) for p in page]
+        assert len(points) == len(VIDEOS) and all((p.frames is not None) is frames for p in points)
     with pytest.raises(ValueError, match="reserved"):
         index.upsert([IndexedVideo(VIDEOS[0].id, VIDEOS[0].video, VIDEOS[0].frames, {KEY_FRAMES: 1})])
 
