@@ -186,21 +186,21 @@ class IndexConfig(Strict):
         default=200,
         ge=1,
         le=MAX_RERANK_CANDIDATES,
-        description="rerank prefetch: with 200, top 10 overlapped exact's by 97.5% (identical on 84%) at 10x fast's "
+        description="rerank prefetch: with 200, top 10 overlapped exact's by 97.5% (identical on 84%) at 13x fast's "
         "latency on a trained model (benchmarks/agreement_bench.py, README)",
     )
     timeout_s: float = Field(default=10.0, gt=0)
     frame_datatype: Literal["float32", "float16"] = Field(
         default="float32",
-        description="storage of frame vectors in a new collection: float16 halves their bytes (rerank "
-        "reads them); an existing collection keeps the type it was created with",
+        description="how frame vectors are written (base64 in the payload, 4/3 of their bytes): float16 "
+        "halves them (rerank reads them), rounding the scores; each point keeps the type it was written in",
     )
     frames_on_disk: bool = Field(
         default=False,
-        description="frame vectors memory-mapped from disk and paged in as rerank reads them, instead of "
-        "held in RAM: for libraries whose frames outgrow memory (K per point, most of the index's bytes); "
-        "the video vectors and their HNSW graph stay in RAM. Server: set when a collection is created; "
-        "Edge: applies to the segments written from then on",
+        description="the payload, which holds the frame vectors (K per point, most of the index's bytes), "
+        "memory-mapped from disk and paged in as rerank reads it, instead of loaded into RAM: for libraries "
+        "whose frames outgrow memory; the video vectors and their HNSW graph stay in RAM. Server: set "
+        "when a collection is created; Edge: applies to the segments written from then on",
     )
     shards: int = Field(default=1, ge=1, description="server: shards of a new collection (spread over nodes)")
     replication_factor: int = Field(default=1, ge=1, description="server: copies of each shard")

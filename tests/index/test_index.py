@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import qdrant_edge as qe
 from processes import free_port
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 
 from adaclip.config import IndexConfig
 from adaclip.errors import ConfigError, IndexUnavailableError
 from adaclip.index import IndexedVideo, VideoIndex, collection_name, open_index, video_id
+from adaclip.index import server as server_backend
 from adaclip.index.base import FRAMES_VECTOR, KEY_FRAMES, MODES, VIDEO_VECTOR
 from adaclip.index.edge import shard_config
 
@@ -539,22 +540,55 @@ def test_the_frame_vectors_never_show_in_a_payload(loaded):
         index.upsert([IndexedVideo(VIDEOS[0].id, VIDEOS[0].video, VIDEOS[0].frames, {KEY_FRAMES: 1})])
 
 
-@pytest.mark.parametrize("datatype", ["float32", "float16"])
-def test_an_edge_shard_written_before_frames_moved_to_the_payload_is_read_and_extended(tmp_path, datatype):
-    """A shard whose frame vectors are a `frames` multivector (as written before KEY_FRAMES) opens,
-    answers every mode from them, and takes new points with their frames in the payload."""
+def open_older_index(
+    backend: str, path, videos: list[IndexedVideo], datatype: str, monkeypatch
+) -> VideoIndex:
+    """An index over a collection written before KEY_FRAMES: frame vectors in a `frames` multivector."""
+    name = collection_name("videos", VERSION)
+    if backend == "edge":
+        (path / name).mkdir()
+        shard = qe.EdgeShard.create(str(path / name), shard_config(D, older_frames=datatype))
+        points = [
+            qe.Point(v.id, {VIDEO_VECTOR: v.video.tolist(), FRAMES_VECTOR: v.frames.tolist()}, v.payload)
+            for v in videos
+        ]
+        shard.update(qe.UpdateOperation.upsert_points(points))
+        shard.flush()
+        shard.close()
+    else:
+        client = QdrantClient(location=":memory:")
+        frames = models.VectorParams(
+            size=D,
+            distance=models.Distance.DOT,
+            multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+            hnsw_config=models.HnswConfigDiff(m=0),
+            datatype=models.Datatype(datatype),
+        )
+        video = models.VectorParams(size=D, distance=models.Distance.COSINE)
+        client.create_collection(name, vectors_config={VIDEO_VECTOR: video, FRAMES_VECTOR: frames})
+        points = [
+            models.PointStruct(
+                id=v.id,
+                vector={VIDEO_VECTOR: v.video.tolist(), FRAMES_VECTOR: v.frames.tolist()},
+                payload=v.payload,
+            )
+            for v in videos
+        ]
+        client.upsert(name, points=points)
+        monkeypatch.setattr(server_backend, "make_client", lambda *args: client)  # the same local store
+    return open_test_index(backend, path)
+
+
+@pytest.mark.parametrize(
+    ("backend", "datatype"), [("edge", "float32"), ("edge", "float16"), ("server", "float32")]
+)
+def test_a_collection_written_before_frames_moved_to_the_payload_is_read_and_extended(
+    backend, datatype, tmp_path, monkeypatch
+):
+    """A collection whose frame vectors are a `frames` multivector (as written before KEY_FRAMES)
+    opens, answers every mode from them, and takes new points with their frames in the payload."""
     old, new = VIDEOS[:200], VIDEOS[200:]
-    path = tmp_path / collection_name("videos", VERSION)
-    path.mkdir()
-    shard = qe.EdgeShard.create(str(path), shard_config(D, older_frames=datatype))
-    points = [
-        qe.Point(v.id, {VIDEO_VECTOR: v.video.tolist(), FRAMES_VECTOR: v.frames.tolist()}, v.payload)
-        for v in old
-    ]
-    shard.update(qe.UpdateOperation.upsert_points(points))
-    shard.flush()
-    shard.close()
-    index = open_test_index("edge", tmp_path)
+    index = open_older_index(backend, tmp_path, old, datatype, monkeypatch)
     assert index.backend.older_frames
     index.upsert(new)
     index.optimize()
