@@ -199,8 +199,9 @@ class IndexConfig(Strict):
         default=False,
         description="the payload, which holds the frame vectors (K per point, most of the index's bytes), "
         "memory-mapped from disk and paged in as rerank reads it, instead of loaded into RAM: for libraries "
-        "whose frames outgrow memory; the video vectors and their HNSW graph stay in RAM. Server: set "
-        "when a collection is created; Edge: applies to the segments written from then on",
+        "whose frames outgrow memory; the video vectors and their HNSW graph stay in RAM. Server: "
+        "on_disk_payload of a collection created from then on (false: the server's default, which in "
+        "Qdrant is on disk); Edge: applies to the segments written from then on",
     )
     shards: int = Field(default=1, ge=1, description="server: shards of a new collection (spread over nodes)")
     replication_factor: int = Field(default=1, ge=1, description="server: copies of each shard")

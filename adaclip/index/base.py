@@ -146,6 +146,11 @@ def pack_frames(frames: np.ndarray, datatype: str) -> dict[str, Any]:
     return {"dtype": datatype, "shape": list(frames.shape), "data": base64.b64encode(data).decode("ascii")}
 
 
+def stored_payload(item: IndexedVideo, frame_datatype: str) -> dict[str, Any]:
+    """The payload a backend writes: the item's, with its frame vectors packed in."""
+    return {**item.payload, KEY_FRAMES: pack_frames(item.frames, frame_datatype)}
+
+
 def unpack_frames(packed: dict[str, Any]) -> np.ndarray:
     """`pack_frames`' input back, as float32 (float16 values exactly as stored)."""
     raw = np.frombuffer(base64.b64decode(packed["data"]), dtype=FRAME_DTYPES[packed["dtype"]])
@@ -179,6 +184,17 @@ class IndexBackend(ABC):
     name: str
     collection: str
     older_frames: bool = False  # written before KEY_FRAMES: frame vectors in a `frames` vector
+    frame_datatype: str = "float32"  # how new points' frame vectors are written (FRAME_DTYPES)
+
+    def _payload(self, payload: bool, frames: bool) -> Any:
+        """What a read takes of the payload: all of it, none, or all but / only the frame vectors."""
+        if payload != frames:
+            return self._frames_selector(include=frames)
+        return payload
+
+    def _frames_selector(self, include: bool) -> Any:
+        """The engine's payload selector of only (`include`) or all but the frame vectors."""
+        raise NotImplementedError
 
     def _vectors(self, video: bool, frames: bool) -> bool | list[str]:
         """The named vectors a read takes (frame vectors are payload, except in an older collection)."""
@@ -469,6 +485,10 @@ class VideoIndex:
             raise ValueError(f"video id must be a UUID (see adaclip.index.video_id), got {item.id!r}")
         video = self._check_vector(f"video vector of {pid}", item.video, 1)
         frames = self._check_vector(f"frame vectors of {pid}", item.frames, 2)
+        if self.backend.frame_datatype == "float16" and np.abs(frames).max() > np.finfo(np.float16).max:
+            raise ValueError(
+                f"frame vectors of {pid} exceed float16's range: set index.frame_datatype=float32"
+            )
         payload = dict(item.payload or {})
         if KEY_FRAMES in payload:
             raise ValueError(f"payload key {KEY_FRAMES!r} of {pid} is reserved for the frame vectors")

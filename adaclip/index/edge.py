@@ -7,7 +7,6 @@ written points and whenever `optimize()` is called (bulk ingestion does it at th
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from adaclip.index.base import (
     IndexBackend,
     IndexedVideo,
     StoredPoint,
-    pack_frames,
+    stored_payload,
     stored_point,
 )
 
@@ -36,23 +35,25 @@ EDGE_DATATYPES = {"float32": qe.VectorStorageDatatype.Float32, "float16": qe.Vec
 OPTIMIZE_EVERY = 5000
 
 
-def shard_config(dim: int, frames_on_disk: bool = False, older_frames: str | None = None) -> qe.EdgeConfig:
+def shard_config(
+    dim: int, frames_on_disk: bool = False, older_frames_datatype: str | None = None
+) -> qe.EdgeConfig:
     """`video`: cosine with HNSW; the payload, which holds the frame vectors (KEY_FRAMES), loaded
     into RAM, or with `frames_on_disk` memory-mapped and paged in as reranks read it (Edge's `Cold`).
-    `older_frames`: a shard written before KEY_FRAMES, with frame vectors of that datatype in a
-    `frames` multivector (dot, MAX_SIM, no HNSW), read as they are (new points go without)."""
+    `older_frames_datatype`: a shard written before KEY_FRAMES, with frame vectors of that datatype
+    in a `frames` multivector (dot, MAX_SIM, no HNSW), as it was configured then."""
+    memory = qe.Memory.Cold if frames_on_disk else None
     vectors = {VIDEO_VECTOR: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)}
-    if older_frames is not None:
+    if older_frames_datatype is not None:
         vectors[FRAMES_VECTOR] = qe.EdgeVectorParams(
             size=dim,
             distance=qe.Distance.Dot,
             multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
             hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
-            datatype=EDGE_DATATYPES[older_frames],
+            datatype=EDGE_DATATYPES[older_frames_datatype],
+            memory=memory,
         )
-    return qe.EdgeConfig(
-        vectors=vectors, payload_memory=qe.Memory.Cold if frames_on_disk else qe.Memory.Cached
-    )
+    return qe.EdgeConfig(vectors=vectors, payload_memory=memory or qe.Memory.Cached)
 
 
 def _filter(filters: dict[str, FilterValue] | None) -> qe.Filter | None:
@@ -103,18 +104,20 @@ class EdgeBackend(IndexBackend):
             ) from e
 
     def _load(self, dim: int, frames_on_disk: bool) -> qe.EdgeShard:
-        """The shard at `path`, as written now or, failing that, as written before KEY_FRAMES."""
-        try:
-            return qe.EdgeShard.load(str(self.path), shard_config(dim, frames_on_disk))
-        except Exception as e:
-            if "incompatible" not in str(e).lower():
-                raise
-            for datatype in EDGE_DATATYPES:
-                with contextlib.suppress(Exception):
-                    shard = qe.EdgeShard.load(str(self.path), shard_config(dim, frames_on_disk, datatype))
-                    self.older_frames = True
-                    return shard
-            raise
+        """The shard at `path`, as written now or, failing that, as written before KEY_FRAMES (Edge
+        checks a config against the stored one and says "incompatible", also for the datatype)."""
+        refusals = []
+        for older in (None, *EDGE_DATATYPES):
+            try:
+                shard = qe.EdgeShard.load(str(self.path), shard_config(dim, frames_on_disk, older))
+            except Exception as e:
+                if "incompatible" not in str(e).lower():
+                    raise
+                refusals.append(f"{'as written now' if older is None else f'with {older} frames'}: {e}")
+                continue
+            self.older_frames = older is not None
+            return shard
+        raise ValueError("the shard's stored config is incompatible: " + "; ".join(refusals))
 
     @property
     def shard(self) -> qe.EdgeShard:
@@ -128,7 +131,7 @@ class EdgeBackend(IndexBackend):
                 qe.Point(
                     it.id,
                     {VIDEO_VECTOR: it.video.tolist()},
-                    {**it.payload, KEY_FRAMES: pack_frames(it.frames, self.frame_datatype)},
+                    stored_payload(it, self.frame_datatype),
                 )
                 for it in items[start : start + UPSERT_BATCH]
             ]
@@ -146,13 +149,8 @@ class EdgeBackend(IndexBackend):
         )
         return [stored_point(r) for r in records]
 
-    def _payload(self, payload: bool, frames: bool) -> bool | qe.PayloadSelector:
-        """What a read takes of the payload: all of it, or all but / only the frame vectors."""
-        if payload and not frames:
-            return qe.PayloadSelector.Exclude([KEY_FRAMES])
-        if frames and not payload:
-            return qe.PayloadSelector.Include([KEY_FRAMES])
-        return payload
+    def _frames_selector(self, include: bool) -> qe.PayloadSelector:
+        return (qe.PayloadSelector.Include if include else qe.PayloadSelector.Exclude)([KEY_FRAMES])
 
     def delete(self, ids: Sequence[str]) -> None:
         self.shard.update(qe.UpdateOperation.delete_points(list(ids)))

@@ -29,7 +29,7 @@ from adaclip.index.base import (
     IndexBackend,
     IndexedVideo,
     StoredPoint,
-    pack_frames,
+    stored_payload,
     stored_point,
 )
 
@@ -131,7 +131,7 @@ class ServerBackend(IndexBackend):
                 self.client.create_collection(
                     self.collection,
                     vectors_config=vectors_config(dim),
-                    on_disk_payload=self.frames_on_disk,
+                    on_disk_payload=self.frames_on_disk or None,  # else the server's default
                     **self.layout,
                 )
             except UnexpectedResponse as e:
@@ -160,10 +160,11 @@ class ServerBackend(IndexBackend):
             )
 
     def _point(self, item: IndexedVideo) -> models.PointStruct:
+        """The stored form of `item`: its video vector, its frame vectors in the payload."""
         return models.PointStruct(
             id=item.id,
             vector={VIDEO_VECTOR: item.video.tolist()},
-            payload={**item.payload, KEY_FRAMES: pack_frames(item.frames, self.frame_datatype)},
+            payload=stored_payload(item, self.frame_datatype),
         )
 
     def retrieve(self, ids: Sequence[str], with_payload: bool, with_vectors: bool) -> list[StoredPoint]:
@@ -176,13 +177,10 @@ class ServerBackend(IndexBackend):
             )
         return [stored_point(r) for r in records]
 
-    def _payload(self, payload: bool, frames: bool) -> bool | models.PayloadSelector:
-        """What a read takes of the payload: all of it, or all but / only the frame vectors."""
-        if payload and not frames:
-            return models.PayloadSelectorExclude(exclude=[KEY_FRAMES])
-        if frames and not payload:
+    def _frames_selector(self, include: bool) -> models.PayloadSelector:
+        if include:
             return models.PayloadSelectorInclude(include=[KEY_FRAMES])
-        return payload
+        return models.PayloadSelectorExclude(exclude=[KEY_FRAMES])
 
     def delete(self, ids: Sequence[str]) -> None:
         with self._reachable():

@@ -20,7 +20,6 @@ from adaclip.errors import ConfigError, IndexUnavailableError
 from adaclip.index import IndexedVideo, VideoIndex, collection_name, open_index, video_id
 from adaclip.index import server as server_backend
 from adaclip.index.base import FRAMES_VECTOR, KEY_FRAMES, MODES, VIDEO_VECTOR
-from adaclip.index.edge import shard_config
 
 D = 32
 N = 300
@@ -507,7 +506,7 @@ def test_frames_on_disk_are_memory_mapped_and_search_the_same(backend, tmp_path,
             want = "mmap" if on_disk else "in_ram_mmap"
             assert payload_storage_types(tmp_path / str(on_disk)) == {want}
         else:
-            assert created[-1]["on_disk_payload"] is on_disk
+            assert created[-1]["on_disk_payload"] is (True if on_disk else None)  # None: the server's default
         answers.append(
             [
                 [(h.id, round(h.score, 6)) for h in index.search(q, k=5, mode=m)]
@@ -540,14 +539,30 @@ def test_the_frame_vectors_never_show_in_a_payload(loaded):
         index.upsert([IndexedVideo(VIDEOS[0].id, VIDEOS[0].video, VIDEOS[0].frames, {KEY_FRAMES: 1})])
 
 
+def older_edge_config(datatype: str, on_disk: bool) -> qe.EdgeConfig:
+    """The Edge shard config of commit 4e6d146, before frame vectors moved into the payload."""
+    frames = qe.EdgeVectorParams(
+        size=D,
+        distance=qe.Distance.Dot,
+        multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+        hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
+        datatype={"float32": qe.VectorStorageDatatype.Float32, "float16": qe.VectorStorageDatatype.Float16}[
+            datatype
+        ],
+        memory=qe.Memory.Cold if on_disk else None,
+    )
+    video = qe.EdgeVectorParams(size=D, distance=qe.Distance.Cosine)
+    return qe.EdgeConfig(vectors={VIDEO_VECTOR: video, FRAMES_VECTOR: frames})
+
+
 def open_older_index(
-    backend: str, path, videos: list[IndexedVideo], datatype: str, monkeypatch
+    backend: str, path, videos: list[IndexedVideo], datatype: str, on_disk: bool, monkeypatch
 ) -> VideoIndex:
     """An index over a collection written before KEY_FRAMES: frame vectors in a `frames` multivector."""
     name = collection_name("videos", VERSION)
     if backend == "edge":
         (path / name).mkdir()
-        shard = qe.EdgeShard.create(str(path / name), shard_config(D, older_frames=datatype))
+        shard = qe.EdgeShard.create(str(path / name), older_edge_config(datatype, on_disk))
         points = [
             qe.Point(v.id, {VIDEO_VECTOR: v.video.tolist(), FRAMES_VECTOR: v.frames.tolist()}, v.payload)
             for v in videos
@@ -576,19 +591,21 @@ def open_older_index(
         ]
         client.upsert(name, points=points)
         monkeypatch.setattr(server_backend, "make_client", lambda *args: client)  # the same local store
-    return open_test_index(backend, path)
+    return open_test_index(backend, path, frames_on_disk=on_disk)
 
 
 @pytest.mark.parametrize(
-    ("backend", "datatype"), [("edge", "float32"), ("edge", "float16"), ("server", "float32")]
+    ("backend", "datatype", "on_disk"),
+    [("edge", "float32", False), ("edge", "float16", True), ("server", "float32", False)],
 )
 def test_a_collection_written_before_frames_moved_to_the_payload_is_read_and_extended(
-    backend, datatype, tmp_path, monkeypatch
+    backend, datatype, on_disk, tmp_path, monkeypatch
 ):
     """A collection whose frame vectors are a `frames` multivector (as written before KEY_FRAMES)
-    opens, answers every mode from them, and takes new points with their frames in the payload."""
+    opens, answers every mode from them, and takes new points with their frames in the payload;
+    its `frames` vector keeps its datatype and storage."""
     old, new = VIDEOS[:200], VIDEOS[200:]
-    index = open_older_index(backend, tmp_path, old, datatype, monkeypatch)
+    index = open_older_index(backend, tmp_path, old, datatype, on_disk, monkeypatch)
     assert index.backend.older_frames
     index.upsert(new)
     index.optimize()
@@ -608,6 +625,23 @@ def test_a_collection_written_before_frames_moved_to_the_payload_is_read_and_ext
             assert h.frame_index == int(np.argmax(f @ q / np.linalg.norm(f, axis=1)))
     np.testing.assert_array_equal(index.get(old[0].id).frames, stored[0])
     np.testing.assert_array_equal(index.get(new[0].id).frames, new[0].frames)
+    index.close()
+    if backend == "edge":  # every segment, rewritten by the optimiser or not, as configured before
+        storage = "ChunkedMmap" if on_disk else "InRamChunkedMmap"
+        segments = [json.loads(f.read_text())["config"] for f in tmp_path.rglob("segment.json")]
+        assert {
+            (c["vector_data"][FRAMES_VECTOR]["datatype"], c["vector_data"][FRAMES_VECTOR]["storage_type"])
+            for c in segments
+        } == {(datatype, storage)}
+
+
+def test_float16_frames_refuse_values_beyond_its_range(tmp_path):
+    """float16 holds at most 65504: larger frame values are refused, not stored as inf."""
+    index = open_test_index("edge", tmp_path, frame_datatype="float16")
+    big = IndexedVideo(VIDEOS[0].id, VIDEOS[0].video, VIDEOS[0].frames * 1e6, VIDEOS[0].payload)
+    with pytest.raises(ValueError, match="float16"):
+        index.upsert([big])
+    assert index.count() == 0
     index.close()
 
 
