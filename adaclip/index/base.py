@@ -32,7 +32,7 @@ from adaclip.index.rescoring import (
 
 # Schema: one collection per model version, one named vector, these payload fields. DESIGN.md's
 # `frames` multivector moved into the payload (KEY_FRAMES): Qdrant hands a multivector to Python as
-# nested lists, one float object per value, which cost a rerank more than everything else.
+# nested lists, one float object per value, which at ViT-B/32 sizes doubled a rerank (README).
 VIDEO_VECTOR = "video"  # dense, cosine, HNSW
 KEY_FRAMES = "frame_vectors"  # the raw frame vectors for exact re-scoring (pack_frames), never returned
 FRAMES_VECTOR = "frames"  # where collections written before KEY_FRAMES keep them: a multivector
