@@ -192,9 +192,9 @@ class IndexBackend(ABC):
             return self._frames_selector(include=frames)
         return payload
 
+    @abstractmethod
     def _frames_selector(self, include: bool) -> Any:
         """The engine's payload selector of only (`include`) or all but the frame vectors."""
-        raise NotImplementedError
 
     def _vectors(self, video: bool, frames: bool) -> bool | list[str]:
         """The named vectors a read takes (frame vectors are payload, except in an older collection)."""
