@@ -13,8 +13,9 @@ ingestion throughput versus decoding alone. Figures, not tests.
    Beside it, one query's text encoding alone (the traced path the ingress runs): with `fast`,
    the model and index work an HTTP search adds to the Serve floor below.
 2. Serve: the real app on that index; HTTP GET /search latency per mode (text encoding included)
-   against the floor of an ingress answering alone (GET /openapi.json), and the search's time
-   inside the replica as its handler reports it (`took_ms`).
+   against the floor of an ingress answering alone (GET /openapi.json), the search's time
+   inside the replica as its handler reports it (`took_ms`), and the CPU time each request costs
+   Serve's proxy, the ingress replica and the whole machine (clients included; Linux /proc).
 3. Ingestion: videos/s of decoding alone, of the in-process ingestion path (decode, encode,
    upsert) and of the Ray Data bulk job, on the same synthetic files.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import tempfile
@@ -211,15 +213,17 @@ def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, arg
         out: dict[str, Any] = {"exact": percentiles(exact)}
         floor = ("GET", "/openapi.json", None)
         bounds = (args.queries, args.load_seconds)
+        processes = serve_processes()
         for clients in args.clients:
             out[f"{clients}_clients"] = {
-                "floor_ingress_only": load(url, lambda i: floor, clients, *bounds),
+                "floor_ingress_only": load(url, lambda i: floor, clients, *bounds, processes=processes),
                 **{
                     mode: load(
                         url,
                         lambda i, m=mode: ("GET", "/search", {"q": TEXTS[i % 3], "k": 10, "mode": m}),
                         clients,
                         *bounds,
+                        processes=processes,
                     )
                     for mode in ("fast", "rerank")
                 },
@@ -228,13 +232,55 @@ def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, arg
         return out
 
 
+def serve_processes() -> dict[str, int]:
+    """pids of Serve's proxy and of the ingress replica, from Ray's actor table (the public state
+    API needs the dashboard, which the benchmark leaves out so it does not take CPU)."""
+    import ray
+
+    found = {}
+    for actor in ray._private.state.actors().values():
+        if actor.get("State") == "ALIVE" and actor.get("Pid"):
+            name = actor.get("ActorClassName", "")
+            if name == "ProxyActor":
+                found["proxy"] = int(actor["Pid"])
+            elif name.endswith(":SearchAPI"):
+                found["ingress"] = int(actor["Pid"])
+    return found
+
+
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU time used so far by process `pid` (user + system), or without one the busy time of the
+    whole machine (all cores); None where /proc cannot tell (not Linux, process gone)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        if pid is None:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            return (sum(fields) - fields[3] - fields[4]) / tick  # less idle and iowait
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_snapshot(processes: dict[str, int]) -> dict[str, float | None]:
+    return {**{name: cpu_seconds(pid) for name, pid in processes.items()}, "machine": cpu_seconds()}
+
+
 def load(
-    url: str, request: Callable[[int], tuple], clients: int, count: int, seconds: float, files=None
+    url: str,
+    request: Callable[[int], tuple],
+    clients: int,
+    count: int,
+    seconds: float,
+    files=None,
+    processes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """`clients` concurrent clients send `request(i)` (method, path, params; `files(i)` for a
     POST) until `count` requests are done or `seconds` have passed: latency percentiles,
     throughput and errors (status >= 400 or no answer); for searches also the p50 of the time
-    their handler reported (`took_ms`: the search inside the replica, no HTTP or Serve routing)."""
+    their handler reported (`took_ms`: the search inside the replica, no HTTP or Serve routing);
+    with `processes` ({name: pid}) the CPU milliseconds per request each of them and the whole
+    machine spent meanwhile."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -269,16 +315,24 @@ def load(
                     if took is not None:
                         handler.append(took)
 
+    cpu_before = cpu_snapshot(processes or {})
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         for future in [pool.submit(client_loop) for _ in range(clients)]:
             future.result()
     wall = time.perf_counter() - start
+    cpu_after = cpu_snapshot(processes or {})
+    cpu = {
+        name: round((cpu_after[name] - before) * 1000 / max(1, len(samples)), 2)
+        for name, before in cpu_before.items()
+        if before is not None and cpu_after[name] is not None
+    }
     return {
         **percentiles(samples or [float("nan")]),
         "per_s": round(len(samples) / wall, 1),
         "errors": errors[0],
         **({"handler_p50_ms": round(float(np.percentile(handler, 50)), 3)} if handler else {}),
+        **({"cpu_ms_per_request": cpu} if processes and cpu else {}),
     }
 
 
@@ -399,6 +453,10 @@ def table(r: dict[str, Any]) -> str:
             extra = f"  {v['per_s']:>7.1f}/s  errors {v['errors']}" if "errors" in v else ""
             if "handler_p50_ms" in v:
                 extra += f"  handler p50 {v['handler_p50_ms']:.2f} ms"
+            if "cpu_ms_per_request" in v:
+                extra += "  cpu/request " + " ".join(
+                    f"{k} {ms:.1f}" for k, ms in v["cpu_ms_per_request"].items()
+                )
             lines.append(
                 f"  {part:<6} {mode:<28} p50 {v['p50_ms']:>9.2f} ms  p99 {v['p99_ms']:>9.2f} ms  (n={v['n']}){extra}"
             )
