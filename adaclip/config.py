@@ -165,7 +165,7 @@ class TrainConfig(Strict):
     output_dir: Path = Path("runs/default")
 
 
-MAX_RERANK_CANDIDATES = 2000  # rerank reads every candidate's frames: ~59 us each (benchmarks/NOTES.md)
+MAX_RERANK_CANDIDATES = 2000  # rerank reads every candidate's frames: ~35 us each (benchmarks/NOTES.md)
 
 
 class IndexConfig(Strict):
@@ -186,7 +186,7 @@ class IndexConfig(Strict):
         default=200,
         ge=1,
         le=MAX_RERANK_CANDIDATES,
-        description="rerank prefetch: with 200, top 10 overlapped exact's by 97.5% (identical on 84%) at 13x fast's "
+        description="rerank prefetch: with 200, top 10 overlapped exact's by 97.5% (identical on 84%) at 8x fast's "
         "latency on a trained model (benchmarks/agreement_bench.py, README)",
     )
     timeout_s: float = Field(default=10.0, gt=0)

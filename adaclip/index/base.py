@@ -8,7 +8,6 @@ only stores, fetches and runs the cosine ANN search on the `video` vector.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
+import pybase64
 
 from adaclip.index.active import ActiveModel
 from adaclip.index.rescoring import (
@@ -141,9 +141,10 @@ class StoredPoint:
 
 def pack_frames(frames: np.ndarray, datatype: str) -> dict[str, Any]:
     """Frame vectors (K, D) as the KEY_FRAMES payload value: little-endian `datatype` bytes in
-    base64, which Qdrant returns as one string."""
+    standard base64, which Qdrant returns as one string. pybase64 (SIMD) writes and reads the same
+    encoding as the standard library's base64 about 7x faster: a rerank decodes every candidate's."""
     data = np.ascontiguousarray(frames, dtype=FRAME_DTYPES[datatype]).tobytes()
-    return {"dtype": datatype, "shape": list(frames.shape), "data": base64.b64encode(data).decode("ascii")}
+    return {"dtype": datatype, "shape": list(frames.shape), "data": pybase64.b64encode(data).decode("ascii")}
 
 
 def stored_payload(item: IndexedVideo, frame_datatype: str) -> dict[str, Any]:
@@ -153,7 +154,9 @@ def stored_payload(item: IndexedVideo, frame_datatype: str) -> dict[str, Any]:
 
 def unpack_frames(packed: dict[str, Any]) -> np.ndarray:
     """`pack_frames`' input back, as float32 (float16 values exactly as stored)."""
-    raw = np.frombuffer(base64.b64decode(packed["data"]), dtype=FRAME_DTYPES[packed["dtype"]])
+    raw = np.frombuffer(
+        pybase64.b64decode(packed["data"], validate=True), dtype=FRAME_DTYPES[packed["dtype"]]
+    )
     return raw.reshape(packed["shape"]).astype(np.float32)
 
 

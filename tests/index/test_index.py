@@ -19,7 +19,7 @@ from adaclip.config import IndexConfig
 from adaclip.errors import ConfigError, IndexUnavailableError
 from adaclip.index import IndexedVideo, VideoIndex, collection_name, open_index, video_id
 from adaclip.index import server as server_backend
-from adaclip.index.base import FRAMES_VECTOR, KEY_FRAMES, MODES, VIDEO_VECTOR
+from adaclip.index.base import FRAMES_VECTOR, KEY_FRAMES, MODES, VIDEO_VECTOR, pack_frames, unpack_frames
 
 D = 32
 N = 300
@@ -537,6 +537,22 @@ def test_the_frame_vectors_never_show_in_a_payload(loaded):
         assert len(points) == len(VIDEOS) and all((p.frames is not None) is frames for p in points)
     with pytest.raises(ValueError, match="reserved"):
         index.upsert([IndexedVideo(VIDEOS[0].id, VIDEOS[0].video, VIDEOS[0].frames, {KEY_FRAMES: 1})])
+
+
+@pytest.mark.parametrize("datatype", ["float32", "float16"])
+@pytest.mark.parametrize("shape", [(12, 64), (5, 7), (1, 1)])  # byte counts with and without base64 padding
+def test_frame_vectors_are_stored_as_standard_base64_of_little_endian_values(datatype, shape):
+    """What a stored payload holds is the standard library's base64 of the raw values, so points
+    written by either encoder read back with the other, values exact (float16 as rounded)."""
+    frames = np.random.default_rng(7).normal(size=shape).astype(np.float32)
+    raw = frames.astype("<f4" if datatype == "float32" else "<f2").tobytes()
+    packed = pack_frames(frames, datatype)
+    assert packed == {"dtype": datatype, "shape": list(shape), "data": base64.b64encode(raw).decode("ascii")}
+    expected = np.frombuffer(raw, dtype="<f4" if datatype == "float32" else "<f2").reshape(shape)
+    back = unpack_frames(packed)
+    assert back.dtype == np.float32 and np.array_equal(back, expected.astype(np.float32))
+    with pytest.raises(ValueError):  # a damaged payload is an error, not silently other values
+        unpack_frames({**packed, "data": packed["data"][:-1] + "!"})
 
 
 def older_edge_config(datatype: str, on_disk: bool) -> qe.EdgeConfig:
