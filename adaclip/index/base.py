@@ -142,7 +142,8 @@ class StoredPoint:
 def pack_frames(frames: np.ndarray, datatype: str) -> dict[str, Any]:
     """Frame vectors (K, D) as the KEY_FRAMES payload value: little-endian `datatype` bytes in
     standard base64, which Qdrant returns as one string. pybase64 (SIMD) writes and reads the same
-    encoding as the standard library's base64 about 7x faster: a rerank decodes every candidate's."""
+    encoding as the standard library's base64 several times faster: a rerank decodes every
+    candidate's."""
     data = np.ascontiguousarray(frames, dtype=FRAME_DTYPES[datatype]).tobytes()
     return {"dtype": datatype, "shape": list(frames.shape), "data": pybase64.b64encode(data).decode("ascii")}
 

@@ -542,7 +542,7 @@ def test_the_frame_vectors_never_show_in_a_payload(loaded):
 @pytest.mark.parametrize("datatype", ["float32", "float16"])
 @pytest.mark.parametrize("shape", [(12, 64), (5, 7), (1, 1)])  # byte counts with and without base64 padding
 def test_frame_vectors_are_stored_as_standard_base64_of_little_endian_values(datatype, shape):
-    """What a stored payload holds is the standard library's base64 of the raw values, so points
+    """The payload value written is the standard library's base64 of the raw values, so points
     written by either encoder read back with the other, values exact (float16 as rounded)."""
     frames = np.random.default_rng(7).normal(size=shape).astype(np.float32)
     raw = frames.astype("<f4" if datatype == "float32" else "<f2").tobytes()
@@ -551,8 +551,9 @@ def test_frame_vectors_are_stored_as_standard_base64_of_little_endian_values(dat
     expected = np.frombuffer(raw, dtype="<f4" if datatype == "float32" else "<f2").reshape(shape)
     back = unpack_frames(packed)
     assert back.dtype == np.float32 and np.array_equal(back, expected.astype(np.float32))
-    with pytest.raises(ValueError):  # a damaged payload is an error, not silently other values
-        unpack_frames({**packed, "data": packed["data"][:-1] + "!"})
+    damaged = packed["data"][:4] + "!!!!" + packed["data"][4:]  # a lenient decoder would skip the "!"s
+    with pytest.raises(ValueError):  # a damaged payload is an error, not silently read
+        unpack_frames({**packed, "data": damaged})
 
 
 def older_edge_config(datatype: str, on_disk: bool) -> qe.EdgeConfig:
