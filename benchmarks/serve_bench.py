@@ -329,13 +329,13 @@ def load(
                     if took is not None:
                         handler.append(took)
 
-    cpu_before = cpu_snapshot(processes or {})
+    cpu_before = cpu_snapshot(processes) if processes else {}
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         for future in [pool.submit(client_loop) for _ in range(clients)]:
             future.result()
     wall = time.perf_counter() - start
-    cpu_after = cpu_snapshot(processes or {})
+    cpu_after = cpu_snapshot(processes) if processes else {}
     cpu = {
         name: round((cpu_after[name] - before) * 1000 / max(1, len(samples)), 2)
         for name, before in cpu_before.items()
@@ -346,7 +346,7 @@ def load(
         "per_s": round(len(samples) / wall, 1),
         "errors": errors[0],
         **({"handler_p50_ms": round(float(np.percentile(handler, 50)), 3)} if handler else {}),
-        **({"cpu_ms_per_request": cpu} if processes and cpu else {}),
+        **({"cpu_ms_per_request": cpu} if cpu else {}),
     }
 
 

@@ -544,11 +544,12 @@ def test_the_frame_vectors_never_show_in_a_payload(loaded):
 def test_frame_vectors_are_stored_as_standard_base64_of_little_endian_values(datatype, shape):
     """The payload value written is the standard library's base64 of the raw values, so points
     written by either encoder read back with the other, values exact (float16 as rounded)."""
+    little_endian = "<f4" if datatype == "float32" else "<f2"
     frames = np.random.default_rng(7).normal(size=shape).astype(np.float32)
-    raw = frames.astype("<f4" if datatype == "float32" else "<f2").tobytes()
+    raw = frames.astype(little_endian).tobytes()
     packed = pack_frames(frames, datatype)
     assert packed == {"dtype": datatype, "shape": list(shape), "data": base64.b64encode(raw).decode("ascii")}
-    expected = np.frombuffer(raw, dtype="<f4" if datatype == "float32" else "<f2").reshape(shape)
+    expected = np.frombuffer(raw, dtype=little_endian).reshape(shape)
     back = unpack_frames(packed)
     assert back.dtype == np.float32 and np.array_equal(back, expected.astype(np.float32))
     damaged = packed["data"][:4] + "!!!!" + packed["data"][4:]  # a lenient decoder would skip the "!"s
