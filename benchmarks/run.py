@@ -15,7 +15,8 @@ Sections (each runs the benchmark scripts named; `benchmarks/NOTES.md` says what
   ingest   decoding alone vs the serving path and the bulk Ray Data job (serve_bench), and
            image-encoder GFLOPs per video with and without selection
   train    the Ray Data training stream, frame store and decoding every epoch, vs pre-loaded
-           tensors (data_bench)
+           tensors (data_bench); the model's own step and encoding rates on synthetic frames
+           (model_bench: ViT-B/32 on CUDA, the tiny model on CPU)
   http     /search p50/p99, throughput and errors with 1, 8 and 32 concurrent clients against the
            Serve floor, and concurrent uploads (serve_bench); a live stream's delay from a window
            complete to searchable (stream_bench)
@@ -77,7 +78,8 @@ SECTIONS: dict[str, list[tuple[str, str, list[str], list[str]]]] = {
             "benchmarks.data_bench",
             ["--ingest-videos", "0"],
             ["--ingest-videos", "0", "--videos", "24", "--epochs", "2"],
-        )
+        ),
+        ("model", "benchmarks.model_bench", [], ["--steps", "3"]),
     ],
     "http": [
         (

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from adaclip.video.probe import probe_video
-from benchmarks import agreement_bench, moment_bench, speedup_bench
+from benchmarks import agreement_bench, model_bench, moment_bench, speedup_bench
 from benchmarks.run import main as bench_main
 
 
@@ -123,3 +123,25 @@ def test_moment_bench_json_and_long_videos(tmp_path):
             assert diffs[c["id"]] < 5 and min(diffs, key=diffs.get) == c["id"]  # re-encoded, near-lossless
             placed.append(c["id"])
     assert sorted(placed) == sorted(clip_meta)  # every clip used once
+
+
+def test_model_bench_rows_on_the_tiny_model(tmp_path):
+    """The model's own training step, encoding and text rates on CPU at a toy size (shape, not
+    figures): every row timed, the served encoding kept to K of N frames."""
+    out = tmp_path / "model.json"
+    assert (
+        model_bench.main(["--config", "configs/tiny.yaml", "--batch", "2", "--steps", "1", "--out", str(out)])
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["model"]["clip"] == "adaclip-tiny"
+    parts = [(r["part"], r["precision"], r["batch"]) for r in result["rows"]]
+    k, n = result["model"]["top_k"], result["model"]["num_frames"]
+    assert parts == [
+        ("train step", "fp32", 2),
+        (f"encode K={k} of N (served)", "fp32", 2),
+        (f"encode all N={n} frames", "fp32", 2),
+        ("text query", "fp32", 1),
+        ("text query", "fp32", 2),
+    ]
+    assert all(r["ms"] > 0 and r["per_s"] > 0 for r in result["rows"])
