@@ -18,8 +18,9 @@ Sections (each runs the benchmark scripts named; `benchmarks/NOTES.md` says what
            tensors (data_bench); the model's own step and encoding rates on synthetic frames
            (model_bench: ViT-B/32 on CUDA, the tiny model on CPU)
   http     /search p50/p99, throughput and errors with 1, 8 and 32 concurrent clients against the
-           Serve floor, and concurrent uploads (serve_bench); a live stream's delay from a window
-           complete to searchable (stream_bench)
+           Serve floor, through the proxy and through Serve's direct ingress, and concurrent
+           uploads (serve_bench); a live stream's delay from a window complete to searchable
+           (stream_bench)
 """
 
 from __future__ import annotations
@@ -85,12 +86,13 @@ SECTIONS: dict[str, list[tuple[str, str, list[str], list[str]]]] = {
         (
             "http",
             "benchmarks.serve_bench",
-            ["--skip", "ingest", "--skip", "index"],
+            ["--skip", "ingest", "--skip", "index", "--direct-ingress"],
             [
                 "--skip",
                 "ingest",
                 "--skip",
                 "index",
+                "--direct-ingress",
                 "--videos",
                 "10000",
                 "--queries",

@@ -16,6 +16,8 @@ ingestion throughput versus decoding alone. Figures, not tests.
    against the floor of an ingress answering alone (GET /openapi.json), the search's time
    inside the replica as its handler reports it (`took_ms`), and the CPU time each request costs
    Serve's proxy, the ingress replica and the whole machine (clients included; Linux /proc).
+   With `--direct-ingress`, the same replica's floor and `fast` again through Serve's experimental
+   direct ingress (the replica's own HTTP server, no proxy hop), in the same run.
 3. Ingestion: videos/s of decoding alone, of the in-process ingestion path (decode, encode,
    upsert) and of the Ray Data bulk job, on the same synthetic files.
 """
@@ -170,18 +172,40 @@ def bench_index(index: VideoIndex, frames, queries, ids, args, temperature: floa
 # ---- 2. serve -----------------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def direct_ingress_env(port: int) -> dict[str, str]:
+    """Environment of a Ray whose Serve ingress replica also answers HTTP itself on `port` (Serve's
+    experimental direct ingress, Ray 2.60; the range's upper end is exclusive)."""
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0.5",
+    }
+
+
 @contextmanager
-def running_app(cfg_path: str | None, overrides: list[str], index_dir: Path, seed: int = 0) -> Iterator[str]:
+def running_app(
+    cfg_path: str | None, overrides: list[str], index_dir: Path, seed: int = 0, direct_port: int | None = None
+) -> Iterator[str]:
     """The real Serve app on a fresh local Ray, on a free 127.0.0.1 port, over `index_dir` (its
-    staging, media and streams folders beside it): yields its URL; stops Serve and Ray after."""
+    staging, media and streams folders beside it): yields its URL; stops Serve and Ray after. With
+    `direct_port` the ingress replica also answers on that port without the proxy (see
+    `direct_ingress_env`)."""
     import ray
     from ray import serve
 
     from serve.app import build_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
+    env = direct_ingress_env(direct_port) if direct_port else {}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # read by the Serve controller and replicas this Ray starts
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -196,12 +220,18 @@ def running_app(cfg_path: str | None, overrides: list[str], index_dir: Path, see
     finally:
         serve.shutdown()
         ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, args) -> dict[str, Any]:
     import httpx
 
-    with running_app(cfg_path, overrides, index_dir, args.seed) as url:
+    direct_port = free_port() if args.direct_ingress else None
+    with running_app(cfg_path, overrides, index_dir, args.seed, direct_port) as url:
         with httpx.Client(base_url=url, timeout=600) as client:
             assert client.get("/healthz").status_code == 200
             for _ in range(10):  # warm up both hops and the text batcher
@@ -227,6 +257,25 @@ def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, arg
                     )
                     for mode in ("fast", "rerank")
                 },
+            }
+        if direct_port:  # the same replica through its own HTTP server: no proxy, no actor calls
+            direct = f"http://127.0.0.1:{direct_port}"
+            search = ("GET", "/search", {"q": TEXTS[0], "k": 10, "mode": "fast"})
+            load(direct, lambda i: search, 1, 20, args.load_seconds)  # warm up this door
+            out["direct_ingress"] = {
+                f"{clients}_clients": {
+                    "floor_ingress_only": load(
+                        direct, lambda i: floor, clients, *bounds, processes=processes
+                    ),
+                    "fast": load(
+                        direct,
+                        lambda i: ("GET", "/search", {"q": TEXTS[i % 3], "k": 10, "mode": "fast"}),
+                        clients,
+                        *bounds,
+                        processes=processes,
+                    ),
+                }
+                for clients in args.clients
             }
         out["uploads"] = upload_load(url, args)
         return out
@@ -445,6 +494,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--uploads", type=int, default=16, help="videos uploaded concurrently")
     p.add_argument("--upload-clients", type=int, default=4)
     p.add_argument("--skip", action="append", default=[], choices=["index", "serve", "ingest"])
+    p.add_argument(
+        "--direct-ingress",
+        action="store_true",
+        help="also measure the floor and `fast` through Serve's experimental direct ingress (the "
+        "ingress replica's own HTTP server, no proxy) in the same run",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads in this process (Serve replicas run 1)"
@@ -460,6 +515,8 @@ def table(r: dict[str, Any]) -> str:
     for key, v in (r.get("serve") or {}).items():
         if "p50_ms" in v:
             rows.append(("serve", key, v))
+        elif key == "direct_ingress":  # one level per client count below it
+            rows += [("direct", f"{c} {mode}", w) for c, per in v.items() for mode, w in per.items()]
         else:  # one level per client count
             rows += [("serve", f"{key} {mode}", w) for mode, w in v.items()]
     for part, mode, v in rows:

@@ -1,8 +1,14 @@
 """Benchmarks run at toy sizes and write their JSON (its shape, not timings)."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
+import pytest
 import torch
 
 from adaclip.video.probe import probe_video
@@ -145,3 +151,47 @@ def test_model_bench_rows_on_the_tiny_model(tmp_path):
         ("text query", "fp32", 2),
     ]
     assert all(r["ms"] > 0 and r["per_s"] > 0 for r in result["rows"])
+
+
+@pytest.mark.slow
+def test_serve_bench_measures_both_doors_with_direct_ingress(tmp_path):
+    """serve_bench at a toy size with `--direct-ingress`, in a process (and Ray) of its own: the
+    floor and `fast` answered through the proxy and through the ingress replica's own HTTP server,
+    without errors, and the direct door costs the proxy nothing (shape, not figures)."""
+    out = tmp_path / "serve.json"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=tempfile.mkdtemp(prefix="rayb-", dir="/tmp"), RAY_USAGE_STATS_ENABLED="0")
+    args = ["--videos", "300", "--queries", "10", "--exact-queries", "1", "--clients", "1", "2"]
+    args += [
+        "--load-seconds",
+        "5",
+        "--uploads",
+        "1",
+        "--upload-clients",
+        "1",
+        "--skip",
+        "index",
+        "--skip",
+        "ingest",
+    ]
+    cmd = [sys.executable, "-m", "benchmarks.serve_bench", *args, "--direct-ingress", "--out", str(out)]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    serve = json.loads(out.read_text())["serve"]
+    for clients in ("1_clients", "2_clients"):
+        proxied, direct = serve[clients], serve["direct_ingress"][clients]
+        for figures in (
+            proxied["floor_ingress_only"],
+            proxied["fast"],
+            direct["floor_ingress_only"],
+            direct["fast"],
+        ):
+            assert figures["errors"] == 0 and figures["n"] >= 1
+        assert direct["fast"]["handler_p50_ms"] > 0
+        if "cpu_ms_per_request" in direct["fast"]:  # where Ray's actor table could be read
+            assert (
+                direct["fast"]["cpu_ms_per_request"]["proxy"] < proxied["fast"]["cpu_ms_per_request"]["proxy"]
+            )
