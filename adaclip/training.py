@@ -1,7 +1,8 @@
-"""The retrieval task: forward + loss for one training batch, as open_clip's training task.
+"""The retrieval task: forward + loss for one training batch, as open_clip's training task, and
+the optimisation step around it.
 
-Ray Train, the benchmarks and any other loop call the same `RetrievalTask`, so the step is
-defined once. Pure PyTorch; under DDP the batch is one worker's shard and the loss is over the
+Ray Train, the benchmarks and any other loop call the same `RetrievalTask` and `train_step`, so the
+step is defined once. Pure PyTorch; under DDP the batch is one worker's shard and the loss is over the
 global batch (every worker's rows gathered, gradients flowing to the local ones).
 """
 
@@ -11,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from adaclip.config import TrainConfig
 from adaclip.models import AdaCLIP, VideoEmbedding
 from adaclip.ops import distillation_loss, symmetric_contrastive_loss
 
@@ -94,3 +96,35 @@ class RetrievalTask(nn.Module):
                 teacher = self.model.logits(text, VideoEmbedding(None, frames, None, None)).float()
             loss = loss + self.distill_weight * distillation_loss(logits, teacher)
         return loss * world_size()
+
+
+def adamw(model: AdaCLIP, train: TrainConfig) -> torch.optim.AdamW:
+    """SPEC section 5's optimiser: AdamW over the model's parameter groups."""
+    return torch.optim.AdamW(
+        model.param_groups(train.lr, train.coef_lr, train.weight_decay), betas=train.betas
+    )
+
+
+def train_step(
+    task: nn.Module,
+    model: AdaCLIP,
+    optimizer: torch.optim.Optimizer,
+    rows: dict[str, torch.Tensor],
+    k: int,
+    tau: float,
+    grad_clip: float,
+    amp: bool = False,
+) -> torch.Tensor:
+    """One optimisation step on a batch (`tokens`, `clip_frames`, `selector_frames`): forward under
+    bf16 autocast when `amp` and the model is on CUDA, backward, gradient clipping, the optimiser's
+    step and the logit-scale clamp; the loss, detached. `task` is `model`'s `RetrievalTask` or its
+    DDP wrapper."""
+    device = model.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        loss = task(rows["tokens"], rows["clip_frames"], rows["selector_frames"], k, tau)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    model.clamp_logit_scale()
+    return loss.detach()

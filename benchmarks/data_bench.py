@@ -38,7 +38,7 @@ from adaclip.config import Config, load_config
 from adaclip.data.annotations import read_annotations
 from adaclip.data.synth import make_corpus
 from adaclip.models import AdaCLIP
-from adaclip.training import RetrievalTask
+from adaclip.training import RetrievalTask, adamw, train_step
 from adaclip.video.settings import DecodeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,18 +77,12 @@ class Trainer:
         self.cfg = cfg
         self.model = AdaCLIP.from_config(cfg.model)
         self.task = RetrievalTask(self.model, cfg.train.distill_weight).train()
-        groups = self.model.param_groups(cfg.train.lr, cfg.train.coef_lr, cfg.train.weight_decay)
-        self.optimizer = torch.optim.AdamW(groups, betas=cfg.train.betas)
+        self.optimizer = adamw(self.model, cfg.train)
         self.k, self.tau = cfg.model.top_k, cfg.train.init_tau
 
     def step(self, rows: Batch) -> float:
-        loss = self.task(rows["tokens"], rows["clip_frames"], rows["selector_frames"], self.k, self.tau)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
-        self.model.clamp_logit_scale()
-        return float(loss.detach())
+        args = (self.k, self.tau, self.cfg.train.grad_clip)
+        return float(train_step(self.task, self.model, self.optimizer, rows, *args))
 
 
 def run_epochs(trainer: Trainer, epochs: Iterable[Iterable[Batch]]) -> dict[str, Any]:

@@ -7,8 +7,9 @@ Synthetic uint8 frames at the config's sizes stand in for decoded videos, alread
 so each figure is the ceiling the data path (`benchmarks.data_bench`) has to feed. Weights are
 random (`model.clip.pretrained` and the selector's backbone weights are dropped): compute does not
 depend on their values. Rows:
-- train: one `RetrievalTask` step as `ray_jobs/train.py` takes it (forward, backward, gradient
-  clipping, AdamW), bf16 autocast where the config says `precision: amp` and the device is CUDA;
+- train: `adaclip.training.train_step` as `ray_jobs/train.py` takes it (forward, backward, gradient
+  clipping, AdamW, the logit-scale clamp; no scheduler), bf16 autocast where the config says
+  `precision: amp` and the device is CUDA;
 - encode: the index's video vectors as served (`encode_video` in eval mode: the selector on all N
   frames, CLIP on the K kept), against CLIP on all N frames (what selection saves), in fp32 as
   `adaclip.encoding.encode_decoded` runs them and under bf16 autocast;
@@ -18,7 +19,6 @@ depend on their values. Rows:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import time
@@ -30,7 +30,7 @@ import torch
 from adaclip.config import Config, load_config
 from adaclip.encoding import QueryEncoder
 from adaclip.models import AdaCLIP
-from adaclip.training import RetrievalTask
+from adaclip.training import RetrievalTask, adamw, train_step
 from benchmarks.speedup_bench import machine, timed
 
 CUDA_CONFIG, CPU_CONFIG = "configs/msrvtt.yaml", "configs/tiny.yaml"
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def synthetic_batch(cfg: Config, batch: int, device: str, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random uint8 frames at the sizes the config decodes, and CLIP tokens of distinct captions."""
+    """Random uint8 frames at the sizes the config decodes: CLIP's and the selector's views."""
     n, size, view = cfg.model.num_frames, cfg.data.clip_size, cfg.model.selector.input_size
     channels = 1 if cfg.model.selector.grayscale else 3
 
@@ -64,36 +64,19 @@ def synthetic_batch(cfg: Config, batch: int, device: str, gen: torch.Generator) 
     return {"clip_frames": frames(size, 3), "selector_frames": frames(view, channels)}
 
 
-def autocast(device: str, on: bool) -> Any:
-    return (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if on and device.startswith("cuda")
-        else contextlib.nullcontext()
-    )
+def bf16(device: str, on: bool) -> torch.autocast:
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=on)
 
 
-def train_row(
-    model: AdaCLIP, cfg: Config, batch: dict[str, torch.Tensor], tokens: torch.Tensor, args
-) -> dict:
+def train_row(model: AdaCLIP, cfg: Config, rows: dict[str, torch.Tensor], args) -> dict[str, Any]:
+    """`train_step` as `ray_jobs/train.py` takes it (without its scheduler), at the config's K."""
     amp = cfg.train.precision == "amp" and args.device.startswith("cuda")
-    task = RetrievalTask(model).train()
-    optimizer = torch.optim.AdamW(
-        model.param_groups(cfg.train.lr, cfg.train.coef_lr, cfg.train.weight_decay), betas=cfg.train.betas
-    )
-
-    def step() -> None:
-        with autocast(args.device, amp):
-            loss = task(
-                tokens, batch["clip_frames"], batch["selector_frames"], cfg.model.top_k, cfg.train.min_tau
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        optimizer.step()
-
-    seconds = timed(step, args.device, args.steps)
+    task = RetrievalTask(model, cfg.train.distill_weight).train()
+    optimizer = adamw(model, cfg.train)
+    step_args = (cfg.model.top_k, cfg.train.min_tau, cfg.train.grad_clip, amp)
+    seconds = timed(lambda: train_step(task, model, optimizer, rows, *step_args), args.device, args.steps)
     model.zero_grad(set_to_none=True)
-    return row("train step", "bf16 autocast" if amp else "fp32", len(tokens), seconds, "videos/s")
+    return row("train step", "bf16 autocast" if amp else "fp32", len(rows["tokens"]), seconds, "videos/s")
 
 
 def row(part: str, precision: str, batch: int, seconds: float, unit: str) -> dict[str, Any]:
@@ -113,7 +96,7 @@ def encode_rows(model: AdaCLIP, batch: dict[str, torch.Tensor], args) -> list[di
     rows = []
     precisions = [("fp32", False), *([("bf16 autocast", True)] if args.device.startswith("cuda") else [])]
     for name, on in precisions:
-        with torch.no_grad(), autocast(args.device, on):
+        with torch.no_grad(), bf16(args.device, on):
             served = timed(
                 lambda: model.encode_video(batch["clip_frames"], batch["selector_frames"]),
                 args.device,
@@ -149,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     model = AdaCLIP.from_config(cfg.model, args.device)
     gen = torch.Generator().manual_seed(args.seed)
     batch = synthetic_batch(cfg, args.batch, args.device, gen)
-    tokens = model.tokenize([f"caption {i} of a video" for i in range(args.batch)], cfg.data.max_text_tokens)
-    rows = [train_row(model, cfg, batch, tokens.to(args.device), args), *encode_rows(model, batch, args)]
+    captions = [f"caption {i} of a video" for i in range(args.batch)]
+    tokens = model.tokenize(captions, cfg.data.max_text_tokens).to(args.device)
+    rows = [train_row(model, cfg, {**batch, "tokens": tokens}, args), *encode_rows(model, batch, args)]
     rows += text_rows(model, cfg, args)
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None
     result = {

@@ -80,7 +80,7 @@ SECTIONS: dict[str, list[tuple[str, str, list[str], list[str]]]] = {
             ["--ingest-videos", "0"],
             ["--ingest-videos", "0", "--videos", "24", "--epochs", "2"],
         ),
-        ("model", "benchmarks.model_bench", [], ["--steps", "3"]),
+        ("model", "benchmarks.model_bench", [], ["--steps", "3", "--batch", "8"]),
     ],
     "http": [
         (

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -203,10 +204,12 @@ def running_app(
     from serve.app import build_app
 
     port = free_port()
+    while port == direct_port:
+        port = free_port()
     env = direct_ingress_env(direct_port) if direct_port else {}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # read by the Serve controller and replicas this Ray starts
-    ray.init(include_dashboard=False, log_to_driver=False)
+    # read by the Serve controller and replicas this Ray starts; restored after
+    with mock.patch.dict(os.environ, env):
+        ray.init(include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app_args = {
@@ -220,11 +223,6 @@ def running_app(
     finally:
         serve.shutdown()
         ray.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, args) -> dict[str, Any]:
@@ -242,38 +240,31 @@ def bench_serve(cfg_path: str | None, overrides: list[str], index_dir: Path, arg
             )
         out: dict[str, Any] = {"exact": percentiles(exact)}
         floor = ("GET", "/openapi.json", None)
+
+        def search(mode: str) -> Callable[[int], tuple[str, str, dict[str, Any]]]:
+            return lambda i: ("GET", "/search", {"q": TEXTS[i % 3], "k": 10, "mode": mode})
+
         bounds = (args.queries, args.load_seconds)
         processes = serve_processes()
         for clients in args.clients:
             out[f"{clients}_clients"] = {
                 "floor_ingress_only": load(url, lambda i: floor, clients, *bounds, processes=processes),
                 **{
-                    mode: load(
-                        url,
-                        lambda i, m=mode: ("GET", "/search", {"q": TEXTS[i % 3], "k": 10, "mode": m}),
-                        clients,
-                        *bounds,
-                        processes=processes,
-                    )
+                    mode: load(url, search(mode), clients, *bounds, processes=processes)
                     for mode in ("fast", "rerank")
                 },
             }
         if direct_port:  # the same replica through its own HTTP server: no proxy, no actor calls
             direct = f"http://127.0.0.1:{direct_port}"
-            search = ("GET", "/search", {"q": TEXTS[0], "k": 10, "mode": "fast"})
-            load(direct, lambda i: search, 1, 20, args.load_seconds)  # warm up this door
+            warm = load(direct, search("fast"), 1, 20, args.load_seconds)
+            if warm["errors"]:
+                raise RuntimeError(f"direct ingress at {direct} answered {warm['errors']} of 20 with errors")
             out["direct_ingress"] = {
                 f"{clients}_clients": {
                     "floor_ingress_only": load(
                         direct, lambda i: floor, clients, *bounds, processes=processes
                     ),
-                    "fast": load(
-                        direct,
-                        lambda i: ("GET", "/search", {"q": TEXTS[i % 3], "k": 10, "mode": "fast"}),
-                        clients,
-                        *bounds,
-                        processes=processes,
-                    ),
+                    "fast": load(direct, search("fast"), clients, *bounds, processes=processes),
                 }
                 for clients in args.clients
             }

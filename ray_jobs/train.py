@@ -34,7 +34,7 @@ from adaclip.errors import ConfigError, DataError
 from adaclip.evaluation import evaluate_batches
 from adaclip.models import AdaCLIP
 from adaclip.ops import k_schedule, tau_schedule
-from adaclip.training import RetrievalTask
+from adaclip.training import RetrievalTask, adamw, train_step
 from ray_jobs.common import config_from, emit, init_ray, job_parser, read_split
 from ray_jobs.data import check_error_ratio, eval_batches, eval_dataset, train_dataset, training_batches
 from ray_jobs.frame_store import MANIFEST
@@ -106,7 +106,7 @@ def train_epoch(
     k = k_schedule(epoch, cfg.model.num_frames, cfg.model.top_k, cfg.train.k_warmup_epochs)
     tau = tau_schedule(epoch, cfg.train.init_tau, cfg.train.tau_decay, cfg.train.min_tau)
     world = ray.train.get_context().get_world_size()
-    amp = cfg.train.precision == "amp" and device.type == "cuda"
+    amp = cfg.train.precision == "amp"
     task.train()
     losses, samples, failed, first_batch_s = [], 0, [], None
     start = time.perf_counter()
@@ -118,15 +118,9 @@ def train_epoch(
     )
     stream = (to_torch(b, device) for b in training_batches(videos, cfg, keep_failed=not from_store))
     for rows in in_step(exact_batches(stream, batch, failed), device):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = task(rows["tokens"], rows["clip_frames"], rows["selector_frames"], k, tau)
         first_batch_s = first_batch_s or time.perf_counter() - start
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        optimizer.step()
+        loss = train_step(task, model, optimizer, rows, k, tau, cfg.train.grad_clip, amp)
         scheduler.step()
-        model.clamp_logit_scale()
         losses.append(loss.item() / world)
         samples += len(rows["tokens"]) * world
     stats = {"loss": sum(losses) / len(losses) if losses else float("nan"), "k": k, "tau": tau}
@@ -153,9 +147,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> list[dict[str, Any]]:
     torch.manual_seed(cfg.train.seed + rank)
     device = ray.train.torch.get_device()
     model = AdaCLIP.from_config(cfg.model, device=device)
-    optimizer = torch.optim.AdamW(
-        model.param_groups(cfg.train.lr, cfg.train.coef_lr, cfg.train.weight_decay), betas=cfg.train.betas
-    )
+    optimizer = adamw(model, cfg.train)
     total_steps = max(1, loop["steps_per_epoch"] * cfg.train.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(total_steps, cfg.train.warmup_proportion)

@@ -9,8 +9,9 @@ from processes import free_port
 from adaclip.config import load_config
 from adaclip.errors import ConfigError
 from adaclip.models import AdaCLIP, VideoEmbedding
+from adaclip.models.adaclip import MAX_LOGIT_SCALE
 from adaclip.ops import distillation_loss
-from adaclip.training import RetrievalTask
+from adaclip.training import RetrievalTask, adamw, train_step
 from ray_jobs.train import check_trainable
 from tests.models.test_adaclip_model import CAPTIONS, K, batch, tiny_cfg
 from tests.test_ops import ref_distillation, ref_qscore, ref_symmetric_loss
@@ -62,6 +63,33 @@ def test_distillation_gradient_moves_the_video_vector_towards_query_scoring():
             p -= 1e-2 * p.grad / norm  # a short step along the normalised gradient
         after = distill_term()
     assert after.item() < before.item() - 1e-3 * 1e-2 * norm.item()  # well beyond float32 noise
+
+
+def test_train_step_returns_the_loss_clips_the_gradient_steps_and_clamps_the_logit_scale():
+    """One `train_step`: the loss is the task's on the batch before the step, the gradient it steps
+    with has the clipped norm, every trainable parameter that had a gradient moves, and a logit scale
+    pushed beyond CLIP's bound comes back to it."""
+    torch.manual_seed(0)
+    cfg = load_config("configs/tiny.yaml")
+    model = AdaCLIP.from_config(tiny_cfg(aggregation="mlp")).eval()  # deterministic selection
+    clip_frames, selector_frames = batch(seed=5)
+    rows = {
+        "tokens": model.tokenize(CAPTIONS),
+        "clip_frames": clip_frames,
+        "selector_frames": selector_frames,
+    }
+    task = RetrievalTask(model)
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(MAX_LOGIT_SCALE + 1.0)
+        want = task(rows["tokens"], clip_frames, selector_frames, K, 1.0).item()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    loss = train_step(task, model, adamw(model, cfg.train), rows, K, 1.0, grad_clip=1e-3, amp=True)
+    assert not loss.requires_grad and loss.item() == pytest.approx(want, rel=1e-5)  # amp: CUDA only
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads))) == pytest.approx(1e-3, rel=1e-3)
+    moved = [n for n, p in model.named_parameters() if p.grad is not None and not torch.equal(p, before[n])]
+    assert len(moved) == len(grads)
+    assert float(model.clip.logit_scale) == pytest.approx(MAX_LOGIT_SCALE)
 
 
 def test_distillation_needs_a_video_vector():
